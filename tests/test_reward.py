@@ -1,0 +1,112 @@
+"""score_response: sequence reward, item rewards and uncertainty of one response."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from verl_flexrec.config import RewardOptions, UncertaintyOptions
+from verl_flexrec.parsing import format_answer
+from verl_flexrec.ranking import ndcg, swap_item_rewards
+from verl_flexrec.reward import compute_score, score_response
+from verl_flexrec.schema import GroundTruth, GroundTruthError
+
+K = 10
+IDS = [str(i) for i in range(1, K + 1)]
+GAINS = [0.0, 2.0, 0.5, 1.5, 0.0, 3.0, 1.0, 0.2, 0.0, 2.5]
+
+
+def _gt(**kw):
+    return GroundTruth(candidates=IDS, gains=GAINS, **kw)
+
+
+def test_valid_response_reward_is_format_bonus_plus_ndcg_and_items_are_swap_rewards():
+    order = ["6", "10", "2", "4", "7", "3", "8", "1", "5", "9"]
+    result = score_response(format_answer(order, "user likes 6"), _gt())
+    ranked = torch.tensor([GAINS[IDS.index(c)] for c in order], dtype=torch.float64)
+    assert result.valid and result.error == ""
+    assert result.score == pytest.approx(0.1 + float(ndcg(ranked)))
+    np.testing.assert_allclose(result.item_rewards, swap_item_rewards(ranked).numpy(), atol=1e-12)
+    assert result.metrics["ndcg@5"] == pytest.approx(float(ndcg(ranked, 5)))
+    assert result.uncertainty == 0.0  # no variances in the record
+    text = format_answer(order, "user likes 6")
+    assert [text[s:e] for s, e in result.item_char_spans] == order
+
+
+def test_oracle_scores_one_and_reversed_oracle_scores_less():
+    best = [c for _, c in sorted(zip(GAINS, IDS), key=lambda t: -t[0])]
+    top = score_response(format_answer(best), _gt())
+    low = score_response(format_answer(best[::-1]), _gt())
+    assert top.ndcg == pytest.approx(1.0) and top.metrics["recall@5"] == 1.0 and top.metrics["mrr@5"] == 1.0
+    assert low.ndcg < top.ndcg and all(r >= -1e-12 for r in top.item_rewards)
+
+
+def test_invalid_response_gets_penalty_and_no_item_rewards():
+    result = score_response("<answer>[1, 2, 3]</answer>", _gt(), RewardOptions(invalid_penalty=-1.5))
+    assert not result.valid and result.error == "missing_tags"
+    assert result.score == -1.5 and result.item_rewards == [] and result.metrics["ndcg@5"] == 0.0
+    partial = score_response(format_answer(IDS[:5]), _gt())
+    assert partial.error == "missing_ids"
+
+
+def test_uncertainty_is_discount_weighted_variance_of_ndcg():
+    var = [0.0, 0.0, 0.3, 0.0, 0.0, 0.1, 0.0, 0.0, 0.2, 0.0]
+    gt = _gt(observed=[v == 0 for v in var], gain_var=var)
+    order = IDS[::-1]
+    result = score_response(format_answer(order), gt)
+    d = 1 / np.log2(np.arange(2, K + 2))
+    ideal = np.sort(GAINS)[::-1] @ d
+    v_ranked = np.array([var[IDS.index(c)] for c in order])
+    assert result.uncertainty == pytest.approx(float((d**2 * v_ranked).sum() / ideal**2))
+    flat = score_response(format_answer(order), gt, uncertainty_options=UncertaintyOptions(weighting="sum"))
+    assert flat.uncertainty == pytest.approx(sum(var))
+
+
+def test_compute_score_for_verl_naive_manager():
+    out = compute_score("flexrec/test", format_answer(IDS), _gt().to_dict(), {})
+    assert out["valid"] == 1.0 and out["score"] == pytest.approx(0.1 + out["ndcg"])
+    out_json = compute_score("flexrec/test", "garbage", _gt().to_json(), {})
+    assert out_json["score"] == -2.0
+
+
+def test_bad_ground_truth_raises_one_clear_error():
+    with pytest.raises(GroundTruthError, match="gains has 2 entries, candidates has 3"):
+        GroundTruth(candidates=["a", "b", "c"], gains=[1, 2])
+    with pytest.raises(GroundTruthError, match=r"gains\[1\]"):
+        GroundTruth(candidates=["a", "b"], gains=[1, float("nan")])
+    with pytest.raises(GroundTruthError, match="duplicate"):
+        GroundTruth(candidates=["a", "a"], gains=[1, 2])
+    with pytest.raises(GroundTruthError, match="missing field"):
+        GroundTruth.from_any({"candidates": ["a"]})
+
+
+_noise = st.text(alphabet=st.sampled_from(list("0123456789 ,[]'\"<>/thinkanswer\n#-_x")), max_size=80)
+
+
+@st.composite
+def _responses(draw):
+    order = draw(st.permutations(IDS))
+    text = format_answer(order, draw(st.text(max_size=20)))
+    op = draw(st.integers(0, 3))
+    if op == 0:
+        return text[: draw(st.integers(0, len(text)))]
+    if op == 1:
+        i = draw(st.integers(0, len(text)))
+        return text[:i] + draw(_noise) + text[i:]
+    if op == 2:
+        return draw(_noise)
+    return text
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_responses(), st.sampled_from(["causal", "noncausal", "independent", "rank"]))
+def test_fuzz_rewards_are_finite_and_bounded(response, mode):
+    ropts = RewardOptions(swap_mode=mode)
+    result = score_response(response, _gt(gain_var=[0.1] * K, observed=[False] * K), ropts)
+    assert math.isfinite(result.score) and ropts.invalid_penalty <= result.score <= ropts.format_bonus + 1.0 + 1e-9
+    assert all(math.isfinite(r) and abs(r) <= 1.0 + 1e-9 for r in result.item_rewards)
+    assert 0.0 <= result.uncertainty < math.inf
+    assert result.valid == (len(result.item_rewards) == K)

@@ -1,0 +1,97 @@
+"""The ``flexrec`` reward manager for verl's reward loop.
+
+``run_single`` decodes one rollout, scores it with :func:`verl_flexrec.reward.score_response`, and
+returns the sequence reward as ``reward_score`` (verl puts it on the last response token). The
+item-level signal travels in ``reward_extra_info`` as scalars and JSON strings only, because verl
+stacks those values with ``np.array`` (ragged lists break it) and averages lists in validation:
+
+=========================  =====================================================================
+key                        value
+=========================  =====================================================================
+flexrec_valid              1.0 for a well-formed full permutation, else 0.0
+flexrec_error              "" or the parse error code (missing_tags, truncated, ...)
+flexrec_seq_reward         the sequence reward (same as reward_score)
+flexrec_ndcg               list NDCG used in the reward
+flexrec_uncertainty        u, variance of the list reward (0 when every gain is observed)
+flexrec_item_rewards       JSON list, item reward of each ranked position ("[]" when invalid)
+flexrec_item_token_spans   JSON list of [first, end) response-token ranges of each ranked id
+ndcg@5 ndcg@10 recall@5    evaluation metrics (0 for invalid output), logged by verl's validation
+mrr@5
+=========================  =====================================================================
+
+:func:`verl_flexrec.integration.estimator.collate_flexrec_inputs` turns a batch of these back into
+the estimator's tensors.
+"""
+
+from __future__ import annotations
+
+import json
+
+from verl import DataProto
+from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
+
+from ..config import FlexRecConfig
+from ..reward import score_response
+from ..schema import GroundTruth, GroundTruthError
+from ..tokens import char_spans_to_token_spans, token_char_offsets
+
+__all__ = ["EXTRA_INFO_KEYS", "FlexRecRewardManager"]
+
+EXTRA_INFO_KEYS = (
+    "flexrec_valid",
+    "flexrec_error",
+    "flexrec_seq_reward",
+    "flexrec_ndcg",
+    "flexrec_uncertainty",
+    "flexrec_item_rewards",
+    "flexrec_item_token_spans",
+    "ndcg@5",
+    "ndcg@10",
+    "recall@5",
+    "mrr@5",
+)
+
+
+class FlexRecRewardManager(RewardManagerBase):
+    """Reward manager registered as ``flexrec`` (``reward.reward_manager.name=flexrec``)."""
+
+    def __init__(self, config, tokenizer, compute_score=None, reward_router_address=None, reward_model_tokenizer=None, **_):
+        super().__init__(config, tokenizer, compute_score)
+        algorithm = config.get("algorithm") if hasattr(config, "get") else None
+        self.flexrec = FlexRecConfig.from_algorithm_config(algorithm)
+
+    def score_text(self, response_ids, ground_truth) -> dict:
+        """Synchronous core of :meth:`run_single` for one rollout's valid response ids."""
+        ids = [int(t) for t in response_ids]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        result = score_response(text, ground_truth, self.flexrec.reward, self.flexrec.uncertainty)
+        token_spans: list[tuple[int, int]] = []
+        if result.valid:
+            offsets = token_char_offsets(self.tokenizer, ids, text)
+            token_spans = char_spans_to_token_spans(offsets, result.item_char_spans)
+        info = {
+            "flexrec_valid": float(result.valid),
+            "flexrec_error": result.error,
+            "flexrec_seq_reward": result.score,
+            "flexrec_ndcg": result.ndcg,
+            "flexrec_uncertainty": result.uncertainty,
+            "flexrec_item_rewards": json.dumps(result.item_rewards),
+            "flexrec_item_token_spans": json.dumps([list(s) for s in token_spans]),
+            **result.metrics,
+        }
+        return {"reward_score": result.score, "reward_extra_info": info}
+
+    async def run_single(self, data: DataProto) -> dict:
+        item = data[-1:][0]  # multi-output trajectories: score the final output, like verl's managers
+        response_ids = item.batch["responses"]
+        valid_len = int(item.batch["attention_mask"][-response_ids.shape[-1] :].sum())
+        raw_gt = item.non_tensor_batch["reward_model"]["ground_truth"]
+        try:
+            ground_truth = GroundTruth.from_any(raw_gt)
+        except GroundTruthError as e:
+            where = item.non_tensor_batch.get("extra_info", {}) or {}
+            raise GroundTruthError(
+                f"row index={where.get('index', '?')} split={where.get('split', '?')}: {e}"
+            ) from None
+        ids = response_ids[:valid_len].tolist()
+        return await self.loop.run_in_executor(None, lambda: self.score_text(ids, ground_truth))

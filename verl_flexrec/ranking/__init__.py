@@ -1,0 +1,17 @@
+"""Ranking math (no verl import): metrics for closed candidate sets and item-level swap rewards."""
+
+from .metrics import dcg, discounts, ideal_dcg, mrr, ndcg, recall, top_n_relevant, transform_gains
+from .swap import SWAP_MODES, swap_item_rewards
+
+__all__ = [
+    "SWAP_MODES",
+    "dcg",
+    "discounts",
+    "ideal_dcg",
+    "mrr",
+    "ndcg",
+    "recall",
+    "swap_item_rewards",
+    "top_n_relevant",
+    "transform_gains",
+]
