@@ -52,6 +52,16 @@ EXTRA_INFO_KEYS = (
 )
 
 
+def _select(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        getter = getattr(node, "get", None)
+        node = getter(part, None) if callable(getter) else None
+        if node is None:
+            return None
+    return node
+
+
 class FlexRecRewardManager(RewardManagerBase):
     """Reward manager registered as ``flexrec`` (``reward.reward_manager.name=flexrec``)."""
 
@@ -59,12 +69,16 @@ class FlexRecRewardManager(RewardManagerBase):
         super().__init__(config, tokenizer, compute_score)
         algorithm = config.get("algorithm") if hasattr(config, "get") else None
         self.flexrec = FlexRecConfig.from_algorithm_config(algorithm)
+        # A response this long was cut by the rollout: an invalid one is reported as truncated.
+        self.max_response_length = _select(config, "actor_rollout_ref.rollout.response_length")
 
     def score_text(self, response_ids, ground_truth) -> dict:
         """Synchronous core of :meth:`run_single` for one rollout's valid response ids."""
         ids = [int(t) for t in response_ids]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         result = score_response(text, ground_truth, self.flexrec.reward, self.flexrec.uncertainty)
+        if not result.valid and self.max_response_length and len(ids) >= int(self.max_response_length):
+            result.error = "truncated"
         token_spans: list[tuple[int, int]] = []
         if result.valid:
             offsets = token_char_offsets(self.tokenizer, ids, text)
