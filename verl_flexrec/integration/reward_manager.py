@@ -25,6 +25,7 @@ the estimator's tensors.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from verl import DataProto
@@ -108,4 +109,6 @@ class FlexRecRewardManager(RewardManagerBase):
                 f"row index={where.get('index', '?')} split={where.get('split', '?')}: {e}"
             ) from None
         ids = response_ids[:valid_len].tolist()
-        return await self.loop.run_in_executor(None, lambda: self.score_text(ids, ground_truth))
+        # the running loop, not the one captured at construction: callers may score from a new loop
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: self.score_text(ids, ground_truth))
