@@ -212,7 +212,7 @@ TREND_PROMOTION = register_need(
         title="Trend Promotion",
         instruction=(
             "Show me what is trending that I would also like. Rank first the candidates that are "
-            "popular right now (see their recent plays) and match my taste."
+            "popular right now (see their recent popularity) and match my taste."
         ),
         base="interest",
         weights={"popularity": 1.0},
