@@ -207,3 +207,32 @@ def test_response_cut_at_the_length_limit_is_reported_as_truncated(tokenizer):
     uncapped = cls(config=OmegaConf.create({}), tokenizer=tokenizer, compute_score=None)
     assert _run(capped, _data(tokenizer, ids, _gt_dict()))["reward_extra_info"]["flexrec_error"] == "truncated"
     assert _run(uncapped, _data(tokenizer, ids, _gt_dict()))["reward_extra_info"]["flexrec_error"] == "missing_tags"
+
+
+def test_live_critic_fill_inside_the_reward_manager(tokenizer, tmp_path):
+    """algorithm.flexrec.reward.critic_path: unobserved gains are filled in the reward loop."""
+    from verl_flexrec.critic import CriticConfig, load_interactions, train_critic
+    from verl_flexrec.critic.synthetic import make_rows, make_synthetic, write_parquet
+
+    matrix = make_synthetic(n_users=40, n_items=60, density=0.3, seed=0)
+    train = write_parquet(make_rows(matrix, n_candidates=K), tmp_path / "train.parquet")
+    predictor = train_critic(load_interactions(train), CriticConfig(epochs=3, ensemble=2), progress=False)
+    path = predictor.save(tmp_path / "critic.pt")
+
+    observed = [i % 3 == 0 for i in range(K)]
+    gt = GroundTruth(
+        candidates=IDS, gains=[g if o else 0.0 for g, o in zip(GAINS, observed)], observed=observed,
+        user_id="u0", item_ids=[f"i{j}" for j in range(K)], interest=[g if o else 0.0 for g, o in zip(GAINS, observed)],
+        need_weight=[1.0] * K,
+    )
+    cls = get_reward_manager_cls("flexrec")
+    live = cls(config=OmegaConf.create({"algorithm": {"flexrec": {"reward": {"critic_path": str(path)}}}}), tokenizer=tokenizer, compute_score=None)
+    offline = cls(config=OmegaConf.create({}), tokenizer=tokenizer, compute_score=None)
+    order = list(IDS)
+    ids = tokenizer.encode(format_answer(order), add_special_tokens=False)
+    filled = predictor.fill(gt)
+    out_live = _run(live, _data(tokenizer, ids, gt.to_dict()))
+    out_pre = _run(offline, _data(tokenizer, ids, filled.to_dict()))  # same as filling the parquet offline
+    assert out_live == out_pre
+    assert out_live["reward_extra_info"]["flexrec_uncertainty"] > 0
+    assert filled.gains[0] == gt.gains[0] and filled.gain_var[0] == 0.0 and all(v > 0 for v in filled.gain_var[1:3])

@@ -43,6 +43,9 @@ class RewardOptions:
     invalid_penalty: float = -2.0
     # choice: the response must close a <think> block before <answer> (Rec-R1 format).
     require_think: bool = True
+    # choice: None = gains/variances come filled in the parquet (`python -m verl_flexrec.critic fill`);
+    # a critic checkpoint path = fill unobserved candidates live inside the reward-loop workers.
+    critic_path: str | None = None
 
     def __post_init__(self):
         _check_choice("reward.swap_mode", self.swap_mode, SWAP_MODES)

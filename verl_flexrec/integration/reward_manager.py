@@ -77,6 +77,12 @@ class FlexRecRewardManager(RewardManagerBase):
         """Synchronous core of :meth:`run_single` for one rollout's valid response ids."""
         ids = [int(t) for t in response_ids]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        critic_path = self.flexrec.reward.critic_path
+        if critic_path:
+            from ..critic import get_predictor, is_filled  # torch/numpy only; cached per process
+
+            if not is_filled(ground_truth):
+                ground_truth = get_predictor(critic_path).fill(ground_truth)
         result = score_response(text, ground_truth, self.flexrec.reward, self.flexrec.uncertainty)
         if not result.valid and self.max_response_length and len(ids) >= int(self.max_response_length):
             result.error = "truncated"

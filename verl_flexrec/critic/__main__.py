@@ -1,0 +1,228 @@
+"""Command line: ``python -m verl_flexrec.critic {train,fill,evaluate,synth} ...``.
+
+    python -m verl_flexrec.critic train    --data OUT/train.parquet --out critic.pt
+    python -m verl_flexrec.critic evaluate --critic critic.pt --data OUT/test.parquet --out-dir reports/critic
+    python -m verl_flexrec.critic fill     --critic critic.pt --data OUT/train.parquet --out OUT/train.filled.parquet
+    python -m verl_flexrec.critic fill     --filler item_knn --data OUT/train.parquet --out OUT/train.iknn.parquet
+    python -m verl_flexrec.critic synth    --out-dir /tmp/synth          # toy train/test parquet
+
+Bad input exits with status 2 and one ``error: FILE: row N: reward_model.ground_truth.FIELD ...``
+line; outputs are written atomically, so nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .data import CriticDataError
+
+FILLERS = ("critic", "user_knn", "item_knn")
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes like 128,64, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive layer sizes, got {text!r}")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .model import CriticConfig
+
+    d = CriticConfig()
+    p = argparse.ArgumentParser(prog="python -m verl_flexrec.critic", description="FlexRec uncertainty critic")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train the critic on the observed interactions of parquet file(s)")
+    t.add_argument("--data", nargs="+", required=True, help="FlexRec parquet file(s) (reward_model.ground_truth)")
+    t.add_argument("--out", required=True, help="checkpoint path (e.g. critic.pt)")
+    t.add_argument("--seed", type=int, default=d.seed)
+    t.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs")
+    t.add_argument("--ensemble", type=int, default=d.ensemble, help="deep-ensemble members")
+    t.add_argument("--val-frac", type=float, default=d.val_frac, help="held-out observed share for early stopping")
+    t.add_argument(
+        "--patience", type=int, default=d.patience, help="epochs without val-NLL improvement before stopping"
+    )
+    t.add_argument("--batch-size", type=int, default=d.batch_size)
+    t.add_argument("--lr", type=float, default=d.lr)
+    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    t.add_argument("--emb-dim", type=int, default=d.emb_dim)
+    t.add_argument("--hidden", type=_hidden, default=d.hidden, help="MLP sizes, comma-separated")
+    t.add_argument("--id-dropout", type=float, default=d.id_dropout, help="P(id -> unknown) per sample")
+    t.add_argument("--beta", type=float, default=d.beta, help="beta-NLL exponent (0 = Gaussian NLL)")
+    t.add_argument("--use-need", action="store_true", help="condition on the need (default: need-free base signal)")
+    t.add_argument("--no-categories", action="store_true", help="ignore item categories")
+    t.add_argument("--no-calibrate", action="store_true", help="skip the held-out variance calibration")
+    t.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; 1 is faster on a busy shared CPU)",
+    )
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    f = sub.add_parser("fill", help="write filled gains / variances for unobserved candidates")
+    f.add_argument("--data", required=True, help="input parquet")
+    f.add_argument("--out", required=True, help="output parquet (may equal --data)")
+    f.add_argument("--filler", choices=FILLERS, default="critic")
+    f.add_argument("--critic", help="critic checkpoint (required for --filler critic)")
+    f.add_argument("--knn-data", nargs="+", help="parquet(s) the KNN filler learns from (default: --data)")
+    f.add_argument("--knn-k", type=int, default=50, help="neighbours for the KNN fillers")
+
+    e = sub.add_parser("evaluate", help="NLL / RMSE / coverage report and reliability PNG")
+    e.add_argument("--data", nargs="+", required=True, help="parquet(s) with held-out observed interest")
+    e.add_argument("--out-dir", required=True)
+    e.add_argument("--filler", choices=FILLERS, default="critic")
+    e.add_argument("--critic", help="critic checkpoint (required for --filler critic)")
+    e.add_argument("--knn-data", nargs="+", help="parquet(s) the KNN filler learns from (required for KNN)")
+    e.add_argument("--knn-k", type=int, default=50)
+    e.add_argument(
+        "--include-train",
+        action="store_true",
+        help="also score (user, item) pairs the critic trained on (default: held-out pairs only)",
+    )
+
+    s = sub.add_parser("synth", help="write a small synthetic train/test parquet pair (GroundTruth schema)")
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--users", type=int, default=120)
+    s.add_argument("--items", type=int, default=200)
+    s.add_argument("--density", type=float, default=0.1)
+    s.add_argument("--candidates", type=int, default=30)
+    s.add_argument("--lists-per-user", type=int, default=4)
+    s.add_argument("--need", default="maximize_interest")
+    s.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _knn(kind: str, k: int, paths) -> object:
+    from .data import load_interactions
+    from .knn import KNNFiller
+
+    return KNNFiller("user" if kind == "user_knn" else "item", k=k).fit(load_interactions(paths))
+
+
+def _cmd_train(a) -> dict:
+    from .data import load_interactions
+    from .model import CriticConfig
+    from .train import train_critic
+
+    cfg = CriticConfig(
+        ensemble=a.ensemble,
+        emb_dim=a.emb_dim,
+        hidden=a.hidden,
+        use_categories=not a.no_categories,
+        use_need=a.use_need,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        weight_decay=a.weight_decay,
+        id_dropout=a.id_dropout,
+        beta=a.beta,
+        val_frac=a.val_frac,
+        patience=a.patience,
+        calibrate=not a.no_calibrate,
+        seed=a.seed,
+    )
+    inter = load_interactions(a.data, by_need=cfg.use_need)
+    if len(inter) < 2:
+        raise CriticDataError(f"{', '.join(a.data)}: only {len(inter)} observed interaction(s); the critic needs >= 2")
+    pred = train_critic(inter, cfg, progress=not a.quiet, num_threads=a.threads)
+    pred.save(a.out)
+    return {"checkpoint": str(a.out), **pred.meta, "var_scale": pred.var_scale}
+
+
+def _cmd_fill(a) -> dict:
+    from .fill import fill_parquet
+    from .predictor import CriticPredictor
+
+    if a.filler == "critic":
+        if not a.critic:
+            raise CriticDataError("fill --filler critic needs --critic CHECKPOINT")
+        filler = CriticPredictor.load(a.critic)
+    else:
+        filler = _knn(a.filler, a.knn_k, a.knn_data or [a.data])
+    return fill_parquet(a.data, a.out, filler)
+
+
+def _cmd_evaluate(a) -> dict:
+    import numpy as np
+
+    from .data import load_interactions
+    from .evaluate import evaluate_filler, write_report
+    from .predictor import CriticPredictor
+
+    if a.filler == "critic":
+        if not a.critic:
+            raise CriticDataError("evaluate --filler critic needs --critic CHECKPOINT")
+        filler = CriticPredictor.load(a.critic)
+        baseline = filler.baseline
+        exclude = not a.include_train
+    else:
+        if not a.knn_data:
+            raise CriticDataError(f"evaluate --filler {a.filler} needs --knn-data (the parquet it learns from)")
+        train = load_interactions(a.knn_data)
+        from .knn import KNNFiller
+
+        filler = KNNFiller("user" if a.filler == "user_knn" else "item", k=a.knn_k).fit(train)
+        baseline = {"mean": float(train.interest.mean()), "var": float(np.var(train.interest))}
+        exclude = False
+    inter = load_interactions(a.data)
+    report = evaluate_filler(filler, inter, baseline=baseline, exclude_train=exclude, label=a.filler)
+    report["data"] = [str(p) for p in a.data]
+    if a.filler == "critic":
+        report["critic"] = str(a.critic)
+    paths = write_report(report, a.out_dir, title=f"{a.filler} on {', '.join(Path(p).name for p in a.data)}")
+    return {**paths, "metrics_summary": report["metrics"], "baseline_constant": report.get("baseline_constant")}
+
+
+def _cmd_synth(a) -> dict:
+    from .synthetic import make_rows, make_synthetic, write_parquet
+
+    m = make_synthetic(a.users, a.items, a.density, cold_user_frac=0.05, cold_item_frac=0.05, seed=a.seed)
+    tr, te = m.split(0.2, seed=a.seed)
+    out = Path(a.out_dir)
+    train_rows = make_rows(
+        m,
+        tr,
+        n_candidates=a.candidates,
+        lists_per_user=a.lists_per_user,
+        need=a.need,
+        split="train",
+        observed_share=0.3,
+        seed=a.seed,
+    )
+    test_rows = make_rows(
+        m, te, n_candidates=a.candidates, need=a.need, split="test", only_observed=True, seed=a.seed + 1
+    )
+    write_parquet(train_rows, out / "train.parquet")
+    write_parquet(test_rows, out / "test.parquet")
+    return {
+        "train": str(out / "train.parquet"),
+        "test": str(out / "test.parquet"),
+        "train_rows": len(train_rows),
+        "test_rows": len(test_rows),
+    }
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cmd = {"train": _cmd_train, "fill": _cmd_fill, "evaluate": _cmd_evaluate, "synth": _cmd_synth}[args.cmd]
+    from .train import CriticTrainingError
+
+    try:
+        result = cmd(args)
+    except (CriticDataError, CriticTrainingError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
