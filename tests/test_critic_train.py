@@ -135,3 +135,25 @@ def test_need_conditioned_critic_without_categories():
     assert not np.allclose(a, b) and np.isfinite(c).all()
     loaded = CriticPredictor.from_state(pred.state())
     np.testing.assert_allclose(loaded.predict(*ids, need="trend_promotion")[0], b, rtol=1e-6)
+
+
+class _FixedModel(torch.nn.Module):
+    """One 'member' predicting mean 0 and variance 1 for every point."""
+
+    def forward(self, u, i, k=None, c=None):
+        return torch.zeros(1, len(u)), torch.ones(1, len(u))
+
+
+@pytest.mark.parametrize("n", [10, 100, 10_000])
+def test_variance_calibration_is_shrunk_toward_one_on_small_slices(n):
+    from verl_flexrec.critic.train import CALIBRATION_PRIOR_POINTS, _evaluate
+
+    y = torch.full((n,), 0.1)  # z^2 = 0.01: the raw calibration would divide variances by 100
+    idx = torch.zeros(n, dtype=torch.long)
+    scale = _evaluate(_FixedModel(), idx, idx, idx, idx, y)["scale"]
+    expected = (0.01 * n + CALIBRATION_PRIOR_POINTS) / (n + CALIBRATION_PRIOR_POINTS)
+    assert scale == pytest.approx(max(expected, 0.05))
+    if n == 10:
+        assert scale > 0.9  # a 10-point slice barely moves the variance
+    if n == 10_000:
+        assert scale < 0.05 + 1e-9  # a large slice is trusted (down to the clip)

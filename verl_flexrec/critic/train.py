@@ -49,11 +49,12 @@ def _catalog(inter: Interactions, items: Vocab, extra_items) -> tuple[Vocab, Voc
 
 
 VAR_SCALE_RANGE = (0.05, 20.0)
+CALIBRATION_PRIOR_POINTS = 100  # pseudo-count pulling the variance calibration toward 1
 
 
 def _evaluate(model: CriticEnsemble, u, i, k, c, y, batch: int = 65536) -> dict:
     """Ensemble NLL (standardised units), NLL after the scalar variance calibration, RMSE, and the
-    calibration scale ``mean(z^2)``, on fixed tensors; also the ensemble mean and variance."""
+    calibration scale (``mean(z^2)`` shrunk toward 1), on fixed tensors; also the ensemble mean and variance."""
     means, vars_ = [], []
     model.eval()
     with torch.inference_mode():
@@ -65,7 +66,11 @@ def _evaluate(model: CriticEnsemble, u, i, k, c, y, batch: int = 65536) -> dict:
             vars_.append(v)
     model.train()
     mean, var, y = torch.cat(means), torch.cat(vars_), y.double()
-    scale = float(np.clip(((y - mean) ** 2 / var).mean().item(), *VAR_SCALE_RANGE))
+    # shrink toward 1 with CALIBRATION_PRIOR_POINTS pseudo-points: a few dozen held-out points
+    # (small or very sparse data) must not rescale every variance by 10x
+    z2_sum = ((y - mean) ** 2 / var).sum().item()
+    scale = (z2_sum + CALIBRATION_PRIOR_POINTS) / (len(y) + CALIBRATION_PRIOR_POINTS)
+    scale = float(np.clip(scale, *VAR_SCALE_RANGE))
     return {
         "nll": gaussian_nll(mean, var, y).mean().item(),
         "nll_cal": gaussian_nll(mean, var * scale, y).mean().item(),
