@@ -7,7 +7,8 @@ Read top to bottom:
 3. reading raw files with validation (errors name the file, the line/row and the field);
 4. seeded randomness (every random choice is keyed by the seed and a stable name);
 5. needs: which needs a run uses, checked against what the dataset can provide;
-6. interactions, the time split and candidate sampling (KuaiRec, MovieLens);
+6. interactions, the time split, candidate sampling and the training-interactions table
+   (KuaiRec, MovieLens);
 7. rendering one (task, need) pair into a verl row;
 8. the leakage check every script runs before writing;
 9. the parquet schema and the atomic writer;
@@ -21,6 +22,18 @@ Row layout (verl's RLHFDataset schema, identical for every dataset so files can 
     reward_model  {style: "rule", ground_truth: GroundTruth}  (verl_flexrec.schema)
     extra_info    {split, index, dataset, need, user_id, query, cutoff_ts, history_item_ids,
                    history_ts, candidate_ts, sparse, observed_frac, id_style, seed}
+
+KuaiRec and MovieLens also write ``interactions.parquet`` for the uncertainty critic
+(``python -m verl_flexrec.critic train --data OUT/interactions.parquet OUT/train.parquet``): every
+interaction of the training period, one row per (user, item), in the plain-table layout that
+``verl_flexrec.critic.data.load_interactions`` reads (:data:`INTERACTIONS_SCHEMA`)::
+
+    user_id     str      dataset user id (as in ground_truth.user_id)
+    item_id     str      dataset item id (as in ground_truth.item_ids)
+    interest    float64  the base signal (capped watch ratio / star rating); 0.0 where not observed
+    observed    bool     the sparse variant's per-pair coin (observed_mask); all True when dense
+    categories  str      the item's categories, '|'-joined (as in ground_truth.categories)
+    timestamp   float64  time of the pair's latest interaction before the user's cut-off
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -104,7 +118,9 @@ def base_parser(description: str, *, default_needs: str, train_size: int | None,
     """Flags every script has; dataset scripts add their own."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--raw-dir", type=Path, required=True, help="folder holding the raw dataset (or the unpacked archive)")
-    p.add_argument("--out-dir", type=Path, required=True, help="folder for train.parquet, test.parquet, prep_info.json")
+    p.add_argument("--out-dir", type=Path, required=True,
+                   help="folder for train.parquet, test.parquet, prep_info.json (KuaiRec and MovieLens: "
+                        "also interactions.parquet, the critic's training interactions)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
     p.add_argument("--needs", default=default_needs,
                    help=f"comma-separated needs for train and test, or 'all' (default: {default_needs})")
@@ -150,7 +166,8 @@ def add_interaction_args(p: argparse.ArgumentParser, *, split: str, test_time_fr
                    help="training contexts (cut-off anchors) drawn per user (default: 1)")
     p.add_argument("--sparse-frac", type=_fraction, nargs="?", const=0.1, default=None,
                    help="sparse-feedback variant: keep only this fraction of training interactions observed "
-                        "(seeded, per user-item pair); '--sparse-frac' alone means 0.1. Test rows stay dense.")
+                        "(seeded, per user-item pair, the same coin in train.parquet and interactions.parquet); "
+                        "'--sparse-frac' alone means 0.1. Test rows stay dense.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,13 +366,19 @@ def rng_for(seed: int, *keys: object) -> np.random.Generator:
 def observed_mask(seed: int, user: object, items: Sequence[object], frac: float) -> np.ndarray:
     """Sparse-feedback mask: True where the (user, item) interaction stays observed.
 
-    A hash of (seed, user, item), so a pair is observed or not in every row it appears in.
+    A hash of (seed, user, item), so a pair is observed or not in every row it appears in (and
+    in interactions.parquet): blake2b-64 of ``"{seed}:{user}:{item}"``, as a fraction of 2**64,
+    below ``frac``. The common prefix is hashed once per call (the KuaiRec interactions table
+    asks for ~12 M pairs).
     """
-    out = np.empty(len(items), dtype=bool)
-    for i, item in enumerate(items):
-        digest = hashlib.blake2b(f"{seed}:{user}:{item}".encode(), digest_size=8).digest()
-        out[i] = int.from_bytes(digest, "big") / 2.0**64 < frac
-    return out
+    prefix = hashlib.blake2b(f"{seed}:{user}:".encode(), digest_size=8)
+    digests = bytearray()
+    for item in items:
+        h = prefix.copy()
+        h.update(f"{item}".encode())
+        digests += h.digest()
+    # uint64 -> float64 rounds to nearest like Python's int -> float; / 2**64 is exact
+    return np.frombuffer(bytes(digests), dtype=">u8").astype(np.float64) / 2.0**64 < frac
 
 
 def sample_sorted(rng: np.random.Generator, n: int, k: int | None) -> np.ndarray:
@@ -584,6 +607,82 @@ def build_train_tasks(train_src: Interactions, all_inter: Interactions, cutoffs:
     return [tasks[i] for i in chosen]
 
 
+def training_limits(inter: Interactions, cutoffs: Mapping[int, float], default_cutoff: float) -> np.ndarray:
+    """Per interaction: the time its user's training data must lie strictly before."""
+    limit = np.full(len(inter), default_cutoff, dtype=np.float64)
+    if cutoffs and len(inter):
+        users = np.array(sorted(cutoffs), dtype=np.int64)
+        values = np.array([cutoffs[int(u)] for u in users], dtype=np.float64)
+        pos = np.clip(np.searchsorted(users, inter.user), 0, len(users) - 1)
+        hit = users[pos] == inter.user
+        limit[hit] = values[pos[hit]]
+    return limit
+
+
+def _pair_codes(users: np.ndarray, items: np.ndarray, other_users: np.ndarray, other_items: np.ndarray):
+    """One int64 code per (user, item) pair, comparable between the two sets of pairs."""
+    u, _ = pd.factorize(np.concatenate([users, other_users]))
+    i, item_values = pd.factorize(np.concatenate([items, other_items]))
+    codes = u.astype(np.int64) * max(len(item_values), 1) + i
+    return codes[: len(users)], codes[len(users):]
+
+
+INTERACTIONS_SCHEMA = pa.schema([
+    ("user_id", pa.string()), ("item_id", pa.string()), ("interest", pa.float64()), ("observed", pa.bool_()),
+    ("categories", pa.string()), ("timestamp", pa.float64()),
+])
+
+
+def training_interactions(all_inter: Interactions, cats: Callable[[int], Sequence[str]],
+                          cutoffs: Mapping[int, float], default_cutoff: float, test_tasks: Sequence[Task], *,
+                          sparse_frac: float | None, seed: int) -> tuple[pa.Table, dict]:
+    """The critic's table (:data:`INTERACTIONS_SCHEMA`): every training-period interaction.
+
+    Kept: each interaction of ``all_inter`` (the data every history and training candidate is
+    drawn from) strictly before its user's training limit (the user's test cut-off, else the
+    global cut-off, else no limit), whether or not a sampled training row shows it. Left out:
+    every (user, item) pair that is a test candidate (the time split already excludes them; this
+    makes sure). One row per (user, item): its latest interaction before the limit (the one a
+    history shows). Rows are in (user, time, item) order, so the bytes depend only on the input
+    and the seed.
+
+    ``observed`` is :func:`observed_mask` -- the very coin the sparse rows use for that pair --
+    or all True when dense. Where it is False, ``interest`` is written as 0.0 (as in the sparse
+    rows' ground truth): the true value never reaches the file, so the critic cannot learn it.
+    """
+    keep = all_inter.ts < training_limits(all_inter, cutoffs, default_cutoff)
+    user, item, ts, interest = (a[keep] for a in (all_inter.user, all_inter.item, all_inter.ts, all_inter.interest))
+    pairs = np.array([(t.user, int(i)) for t in test_tasks for i in t.cand_items], dtype=np.int64).reshape(-1, 2)
+    codes, test_codes = _pair_codes(user, item, pairs[:, 0], pairs[:, 1])
+    # no test-candidate pair; rows are in (user, time, item) order, so the last duplicate of a pair
+    # is its latest interaction
+    codes = pd.Series(codes)
+    keep = ~codes.isin(test_codes).to_numpy() & ~codes.duplicated(keep="last").to_numpy()
+    user, item, ts, interest = user[keep], item[keep], ts[keep], interest[keep]
+
+    starts = np.flatnonzero(np.diff(user, prepend=user[:1] - 1))  # user is sorted: where each user begins
+    observed = np.ones(len(user), dtype=bool)
+    if sparse_frac is not None:
+        ends = np.append(starts[1:], len(user))
+        for u, lo, hi in zip(user[starts].tolist(), starts.tolist(), ends.tolist()):
+            observed[lo:hi] = observed_mask(seed, u, item[lo:hi].tolist(), sparse_frac)
+        interest = np.where(observed, interest, 0.0)
+
+    item_index, item_values = pd.factorize(item)
+    cat_values = pa.array(["|".join(cats(int(i))) for i in item_values], type=pa.string())
+    table = pa.table({
+        "user_id": pc.cast(pa.array(user, type=pa.int64()), pa.string()),
+        "item_id": pc.cast(pa.array(item, type=pa.int64()), pa.string()),
+        "interest": pa.array(interest, type=pa.float64()),
+        "observed": pa.array(observed, type=pa.bool_()),
+        "categories": cat_values.take(pa.array(item_index.astype(np.int64))),
+        "timestamp": pa.array(ts, type=pa.float64()),
+    }, schema=INTERACTIONS_SCHEMA)
+    summary = {"rows": table.num_rows, "observed": int(observed.sum()), "users": len(starts),
+               "items": len(item_values), "unobserved_interest": "written as 0.0 (hidden)"}
+    return table, summary
+
+
 def assign_needs(tasks: Sequence, needs: Sequence[Need], *, mix: str, seed: int, split: str) -> list[tuple]:
     """(task, need) pairs: every need per task ('all') or one need drawn uniformly ('sample')."""
     if mix == "all" or len(needs) == 1:
@@ -645,15 +744,7 @@ class RecentCounts:
         self._keys = np.sort(self._inter.item[keep] * len(self._times) + rank)
 
     def hide_test(self, cutoffs: Mapping[int, float], default_cutoff: float) -> None:
-        limit = np.full(len(self._inter), default_cutoff, dtype=np.float64)
-        if cutoffs:
-            users = np.array(sorted(cutoffs), dtype=np.int64)
-            values = np.array([cutoffs[int(u)] for u in users], dtype=np.float64)
-            pos = np.searchsorted(users, self._inter.user)
-            pos = np.clip(pos, 0, len(users) - 1)
-            hit = users[pos] == self._inter.user
-            limit[hit] = values[pos[hit]]
-        self._index(self._inter.ts < limit)
+        self._index(self._inter.ts < training_limits(self._inter, cutoffs, default_cutoff))
 
     def __call__(self, items: np.ndarray, cutoff: float) -> np.ndarray:
         base = np.asarray(items, dtype=np.int64) * len(self._times)
@@ -779,14 +870,18 @@ def row_record(row: Mapping) -> LeakRecord:
                       tuple(str(i) for i in gt["item_ids"]), tuple(float(t) for t in info["candidate_ts"]))
 
 
-def check_no_leakage(records: Iterable[LeakRecord], *, global_cutoff: float | None = None) -> dict:
+def check_no_leakage(records: Iterable[LeakRecord], *, global_cutoff: float | None = None,
+                     interactions: pa.Table | None = None) -> dict:
     """Raise LeakageError unless the split is clean; return counts of what was checked.
 
     Checked, for interaction datasets:
     1. every row: each history time < the row's cut-off <= each candidate time;
     2. no (user, item) pair of a test candidate appears in any history or in any training row;
     3. every training row of a test user lies strictly before that user's test cut-off;
-    4. with a global split, every training time lies strictly before the global cut-off.
+    4. with a global split, every training time lies strictly before the global cut-off;
+    5. ``interactions`` (the interactions.parquet table, if given): every timestamp lies strictly
+       before its user's test cut-off and the global cut-off, and no (user, item) pair is a test
+       candidate.
     """
     records = list(records)
     test_pairs: set[tuple[str, str]] = set()
@@ -815,7 +910,37 @@ def check_no_leakage(records: Iterable[LeakRecord], *, global_cutoff: float | No
         latest = max(r.cand_ts + r.hist_ts, default=-math.inf)
         if latest >= limit:
             raise LeakageError(f"{where}: time {latest} is not before the test cut-off {limit}")
-    return {"rows": len(records), "test_pairs": len(test_pairs)}
+    checked = {"rows": len(records), "test_pairs": len(test_pairs)}
+    if interactions is not None:
+        _check_interactions(interactions, test_pairs, test_cutoff, limit_all)
+        checked["interactions"] = interactions.num_rows
+    return checked
+
+
+def _check_interactions(table: pa.Table, test_pairs: set[tuple[str, str]], test_cutoff: Mapping[str, float],
+                        limit_all: float) -> None:
+    """Rule 5 of :func:`check_no_leakage`, vectorised (the KuaiRec table has ~12 M rows)."""
+    if table.num_rows == 0:
+        return
+    user = pc.cast(table.column("user_id"), pa.string()).combine_chunks()
+    item = pc.cast(table.column("item_id"), pa.string()).combine_chunks()
+    ts = pc.cast(table.column("timestamp"), pa.float64()).combine_chunks()
+    where = pa.array(list(test_cutoff), type=pa.string())
+    limits = pa.array([min(c, limit_all) for c in test_cutoff.values()], type=pa.float64())
+    limit = pc.fill_null(limits.take(pc.index_in(user, value_set=where)), limit_all)
+    late = pc.greater_equal(ts, limit)
+    if pc.any(late).as_py():
+        i = pc.index(late, True).as_py()
+        raise LeakageError(f"interactions row {i} (user {user[i].as_py()}, item {item[i].as_py()}): time "
+                           f"{ts[i].as_py()} is not before the test cut-off {limit[i].as_py()}")
+    if test_pairs:
+        keys = pc.binary_join_element_wise(user, item, "\x1f")
+        held_out = pa.array(sorted(f"{u}\x1f{i}" for u, i in test_pairs), type=pa.string())
+        hit = pc.is_in(keys, value_set=held_out)
+        if pc.any(hit).as_py():
+            i = pc.index(hit, True).as_py()
+            raise LeakageError(f"interactions row {i}: (user {user[i].as_py()}, item {item[i].as_py()}) "
+                               f"is a test candidate of that user")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -905,12 +1030,19 @@ def write_rows(path: Path, rows: Iterable[dict], *, batch_size: int = 512) -> in
     return n
 
 
-def write_outputs(out_dir: Path, train_rows: Iterable[dict], test_rows: Iterable[dict], info: dict) -> dict:
-    """Write train.parquet, test.parquet and prep_info.json atomically; return the counts."""
+def write_outputs(out_dir: Path, train_rows: Iterable[dict], test_rows: Iterable[dict], info: dict, *,
+                  interactions: pa.Table | None = None) -> dict:
+    """Write train.parquet, test.parquet, interactions.parquet (if given) and prep_info.json
+    atomically; return the counts (``rows`` of prep_info.json)."""
     with AtomicOutputs(out_dir) as out:
         n_train = write_rows(out.temp_path("train.parquet"), train_rows)
         n_test = write_rows(out.temp_path("test.parquet"), test_rows)
-        info = {**info, "rows": {"train": n_train, "test": n_test}}
+        rows = {"train": n_train, "test": n_test}
+        if interactions is not None:
+            pq.write_table(interactions.cast(INTERACTIONS_SCHEMA), out.temp_path("interactions.parquet"),
+                           compression="snappy", row_group_size=1 << 20)
+            rows["interactions"] = interactions.num_rows
+        info = {**info, "rows": rows}
         out.temp_path("prep_info.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
     return info["rows"]
 
@@ -950,8 +1082,11 @@ def run_interaction_pipeline(args, src: ItemSource, train_src: Interactions, tes
         raise DataPrepError("no user qualifies for a training row; lower --num-candidates or --min-history")
     if hasattr(src.popularity, "hide_test"):
         src.popularity.hide_test(cutoffs, default_cutoff)
+    interactions, inter_info = training_interactions(all_inter, src.cats, cutoffs, default_cutoff, test_tasks,
+                                                     sparse_frac=args.sparse_frac, seed=args.seed)
     checked = check_no_leakage((task_record(t) for t in [*train_tasks, *test_tasks]),
-                               global_cutoff=None if math.isinf(default_cutoff) else default_cutoff)
+                               global_cutoff=None if math.isinf(default_cutoff) else default_cutoff,
+                               interactions=interactions)
 
     train_pairs = assign_needs(train_tasks, train_needs, mix=args.train_need_mix, seed=args.seed, split="train")
     test_pairs = assign_needs(test_tasks, test_needs, mix="all", seed=args.seed, split="test")
@@ -968,8 +1103,10 @@ def run_interaction_pipeline(args, src: ItemSource, train_src: Interactions, tes
         "dataset": src.name, "data_source": src.data_source, "settings": settings_info(args, train_needs, test_needs),
         "split": {"mode": cfg.mode, "global_cutoff": None if math.isinf(default_cutoff) else default_cutoff,
                   "train_contexts": len(train_tasks), "test_contexts": len(test_tasks), "leakage_check": checked},
+        "interactions": inter_info,
     }
-    counts = write_outputs(args.out_dir, rows(train_pairs, "train rows"), rows(test_pairs, "test rows"), info)
+    counts = write_outputs(args.out_dir, rows(train_pairs, "train rows"), rows(test_pairs, "test rows"), info,
+                           interactions=interactions)
     summarise(args.out_dir, counts)
     return {"rows": counts, **info["split"]}
 
@@ -977,7 +1114,9 @@ def run_interaction_pipeline(args, src: ItemSource, train_src: Interactions, tes
 def summarise(out_dir: Path, counts: Mapping[str, int]) -> None:
     """One line on stderr: what was written, how fast (since the script started)."""
     seconds = time.perf_counter() - _STARTED
-    total = sum(counts.values())
-    log(f"wrote {out_dir / 'train.parquet'} ({counts['train']:,} rows) and {out_dir / 'test.parquet'} "
+    total = counts["train"] + counts["test"]
+    extra = (f", {out_dir / 'interactions.parquet'} ({counts['interactions']:,} rows)"
+             if "interactions" in counts else "")
+    log(f"wrote {out_dir / 'train.parquet'} ({counts['train']:,} rows){extra} and {out_dir / 'test.parquet'} "
         f"({counts['test']:,} rows) in {seconds:.1f} s ({total / max(seconds, 1e-9):,.0f} rows/s); "
         f"leakage check passed")

@@ -1,4 +1,4 @@
-"""KuaiRec 2.0 -> FlexRec verl parquet (train.parquet, test.parquet, prep_info.json).
+"""KuaiRec 2.0 -> FlexRec verl parquet (train.parquet, test.parquet, interactions.parquet, prep_info.json).
 
 Raw input: ``KuaiRec.zip`` from the official Zenodo record, unpacked so that
 ``RAW/KuaiRec 2.0/data/`` (or ``RAW/``) holds:
@@ -28,7 +28,17 @@ Split (default ``--split global``): one cut-off time T, the ``--test-time-frac``
 small matrix's timestamps. Test rows: small-matrix users, candidates drawn from their small-matrix
 videos watched at or after T (videos they had met before T are left out), history from both
 matrices before T. Training rows: ``--train-source`` interactions strictly before T. The script
-verifies this and stops if any test interaction reaches a history or a training row.
+verifies this and stops if any test interaction reaches a history, a training row or
+interactions.parquet.
+
+interactions.parquet is the uncertainty critic's training data: every interaction of the matrices
+read (both; only the small one with ``--train-source small``) strictly before the cut-off that is
+not a test candidate -- the pool all histories and training candidates are drawn from, not only
+the sampled rows -- one row per (user, video) (its latest interaction), with ``user_id, item_id,
+interest`` (capped watch ratio), ``observed``, ``categories`` and ``timestamp``. With
+``--sparse-frac`` the ``observed`` flag is the same per-pair coin train.parquet uses, and an
+unobserved pair's interest is written as 0.0 (hidden, so the critic never sees it); dense runs
+mark everything observed. prep_info.json records its row count (``rows.interactions``).
 
 Usage (from the repository root)::
 
@@ -40,6 +50,9 @@ Usage (from the repository root)::
     python data_prep/kuairec.py --raw-dir data/raw --out-dir data/kuairec/multi --needs all
     # sparse feedback (Table 8): 10 % of training interactions observed, the rest for the critic
     python data_prep/kuairec.py --raw-dir data/raw --out-dir data/kuairec/sparse --sparse-frac 0.1
+    # ... whose critic learns from every observed training interaction, not only the rows' candidates
+    python -m verl_flexrec.critic train --data data/kuairec/sparse/interactions.parquet \\
+        data/kuairec/sparse/train.parquet --out data/kuairec/sparse/critic.pt
     # fetch KuaiRec.zip from Zenodo first (MD5 from the Zenodo record, resumable)
     python data_prep/kuairec.py --raw-dir data/raw --out-dir data/kuairec/interest --download
 """

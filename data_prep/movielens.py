@@ -1,4 +1,4 @@
-"""MovieLens-1M -> FlexRec verl parquet (train.parquet, test.parquet, prep_info.json).
+"""MovieLens-1M -> FlexRec verl parquet (train.parquet, test.parquet, interactions.parquet, prep_info.json).
 
 Raw input: the GroupLens ``ml-1m.zip`` release, unpacked so that ``RAW/ml-1m/`` (or ``RAW/``)
 holds ``ratings.dat``, ``movies.dat`` and ``users.dat`` (``::``-separated, latin-1, no header):
@@ -19,8 +19,16 @@ Each row ranks ``--num-candidates`` movies the user rated (so every gain is know
 Split (default ``--split user``): per test user the cut-off is the time of their K-th most
 recent rating; those last ratings are the test candidates, everything before is history. Training
 contexts are drawn from ratings strictly before the user's cut-off (all ratings for users not in
-the test set). The script verifies this and stops if any test rating reaches a history or a
-training row.
+the test set). The script verifies this and stops if any test rating reaches a history, a
+training row or interactions.parquet.
+
+interactions.parquet is the uncertainty critic's training data: every rating strictly before its
+user's cut-off (all ratings of users without a test row) that is not a test candidate, whether or
+not a sampled row shows it, one row per (user, movie), with ``user_id, item_id, interest`` (the
+star rating), ``observed``, ``categories`` (genres) and ``timestamp``. With ``--sparse-frac`` the
+``observed`` flag is the same per-pair coin train.parquet uses, and an unobserved pair's interest
+is written as 0.0 (hidden, so the critic never sees it); dense runs mark everything observed.
+prep_info.json records its row count (``rows.interactions``).
 
 Usage (from the repository root)::
 
@@ -33,6 +41,9 @@ Usage (from the repository root)::
     python data_prep/movielens.py --raw-dir data/raw --out-dir data/ml-1m/multi --needs all
     # sparse feedback: 10 % of training ratings observed
     python data_prep/movielens.py --raw-dir data/raw --out-dir data/ml-1m/sparse --sparse-frac 0.1
+    # ... and the critic trained on every observed training rating, not only the rows' candidates
+    python -m verl_flexrec.critic train --data data/ml-1m/sparse/interactions.parquet \\
+        data/ml-1m/sparse/train.parquet --out data/ml-1m/sparse/critic.pt
     # fetch the official archive first (MD5-verified, resumable)
     python data_prep/movielens.py --raw-dir data/raw --out-dir data/ml-1m/interest --download
 """

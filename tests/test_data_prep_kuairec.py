@@ -135,7 +135,7 @@ def test_global_time_split_is_leak_free(dense):
 
 def test_deterministic_bytes(raw, dense, tmp_path):
     again, _ = _prep(raw, tmp_path / "again", "--needs", "all", "--train-per-user", "2")
-    for name in ("train.parquet", "test.parquet", "prep_info.json"):
+    for name in ("train.parquet", "test.parquet", "interactions.parquet", "prep_info.json"):
         assert (again / name).read_bytes() == (dense[0] / name).read_bytes(), name
 
 

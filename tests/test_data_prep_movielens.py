@@ -129,7 +129,7 @@ def test_split_is_leak_free(dense):
 
 def test_same_seed_gives_identical_bytes(raw, dense, tmp_path):
     again = _prep(raw, tmp_path / "again", "--needs", "all", "--train-per-user", "2")
-    for name in ("train.parquet", "test.parquet", "prep_info.json"):
+    for name in ("train.parquet", "test.parquet", "interactions.parquet", "prep_info.json"):
         assert (again / name).read_bytes() == (dense / name).read_bytes(), name
     other = _prep(raw, tmp_path / "other", "--needs", "all", "--train-per-user", "2", "--seed", "1")
     assert (other / "test.parquet").read_bytes() != (dense / "test.parquet").read_bytes()

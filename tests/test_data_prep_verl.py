@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_prep import esci, kuairec, movielens  # noqa: E402
-from data_prep.common import ROW_SCHEMA, run_main  # noqa: E402
+from data_prep.common import INTERACTIONS_SCHEMA, ROW_SCHEMA, run_main  # noqa: E402
 from fixtures_raw import write_esci, write_kuairec, write_movielens  # noqa: E402
 from verl_flexrec.schema import GroundTruth  # noqa: E402
 
@@ -85,6 +85,9 @@ def test_every_file_has_the_shared_schema(outputs):
     for folder in outputs.values():
         for split in ("train", "test"):
             assert pq.read_schema(folder / f"{split}.parquet").remove_metadata() == ROW_SCHEMA
+    for dataset in ("ml-1m", "kuairec"):  # the critic's table; ESCI has no critic
+        assert pq.read_schema(outputs[dataset] / "interactions.parquet").remove_metadata() == INTERACTIONS_SCHEMA
+    assert not (outputs["esci"] / "interactions.parquet").exists()
 
 
 @pytest.mark.parametrize("dataset", ["ml-1m", "kuairec", "esci"])
