@@ -111,14 +111,10 @@ class FlexRecConfig:
         data = _to_plain(value) or {}
         if not isinstance(data, Mapping):
             raise TypeError(f"algorithm.flexrec must be a mapping, got {type(value).__name__}")
-        parts = {}
-        for f in fields(cls):
-            sub = data.get(f.name) or {}
-            parts[f.name] = _build(f.type if not isinstance(f.type, str) else _SECTIONS[f.name], sub, f.name)
-        unknown = set(data) - {f.name for f in fields(cls)}
+        unknown = set(data) - set(_SECTIONS)
         if unknown:
             raise ValueError(f"unknown key(s) in algorithm.flexrec: {sorted(unknown)}; expected reward/advantage/uncertainty")
-        return cls(**parts)
+        return cls(**{name: _build(section, data.get(name) or {}, name) for name, section in _SECTIONS.items()})
 
     @classmethod
     def from_algorithm_config(cls, algorithm_config: Any) -> "FlexRecConfig":
