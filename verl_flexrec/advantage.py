@@ -19,20 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .config import AdvantageOptions, UncertaintyOptions
-from .uncertainty import uncertainty_scale
+from .uncertainty import group_ids, uncertainty_scale
 
 __all__ = ["FlexRecAdvantages", "flexrec_advantages", "group_ids", "group_normalize"]
-
-
-def group_ids(index) -> torch.Tensor:
-    """Dense group id per rollout from verl's ``index`` (prompt uid strings / ints)."""
-    arr = np.asarray(index, dtype=object)
-    _, inverse = np.unique(arr.astype(str), return_inverse=True)
-    return torch.as_tensor(inverse.reshape(-1), dtype=torch.long)
 
 
 def _masked_group_stats(values: torch.Tensor, valid: torch.Tensor, cell: torch.Tensor, num_cells: int):

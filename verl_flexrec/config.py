@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from .ranking.swap import SWAP_MODES
 from .uncertainty import SCALE_NORMALIZATIONS, UNCERTAINTY_WEIGHTINGS
 
-__all__ = ["AdvantageOptions", "FlexRecConfig", "RewardOptions", "UncertaintyOptions"]
+__all__ = ["AdvantageOptions", "FlexRecConfig", "RewardOptions", "UncertaintyOptions", "config_get"]
 
 ADVANTAGE_MODES = ("flexrec", "rec_r1")
 ITEM_NORMS = ("position", "pooled", "none")
@@ -119,14 +119,22 @@ class FlexRecConfig:
     @classmethod
     def from_algorithm_config(cls, algorithm_config: Any) -> "FlexRecConfig":
         """Read ``algorithm.flexrec`` from verl's algorithm config (DictConfig, AlgoConfig or dict)."""
-        if algorithm_config is None:
-            return cls()
-        getter = getattr(algorithm_config, "get", None)
-        node = getter("flexrec", None) if callable(getter) else getattr(algorithm_config, "flexrec", None)
-        return cls.from_any(node)
+        return cls.from_any(config_get(algorithm_config, "flexrec"))
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def config_get(config: Any, dotted: str, default: Any = None) -> Any:
+    """``config.a.b.c`` for a DictConfig, a dict or a dataclass (verl passes all three); ``default``
+    when any part is missing or None."""
+    node = config
+    for part in dotted.split("."):
+        getter = getattr(node, "get", None)
+        node = getter(part, None) if callable(getter) else getattr(node, part, None)
+        if node is None:
+            return default
+    return node
 
 
 _SECTIONS = {"reward": RewardOptions, "advantage": AdvantageOptions, "uncertainty": UncertaintyOptions}

@@ -19,10 +19,16 @@ import torch
 
 from .ranking.metrics import _as_float, discounts, ideal_dcg
 
-__all__ = ["UNCERTAINTY_WEIGHTINGS", "SCALE_NORMALIZATIONS", "rollout_uncertainty", "uncertainty_scale"]
+__all__ = ["UNCERTAINTY_WEIGHTINGS", "SCALE_NORMALIZATIONS", "group_ids", "rollout_uncertainty", "uncertainty_scale"]
 
 UNCERTAINTY_WEIGHTINGS = ("discount", "sum")
 SCALE_NORMALIZATIONS = ("batch", "group", "none")
+
+
+def group_ids(index) -> torch.Tensor:
+    """Dense group id per rollout from verl's ``index`` (prompt uid strings / ints)."""
+    _, inverse = np.unique(np.asarray(index, dtype=object).astype(str), return_inverse=True)
+    return torch.as_tensor(inverse.reshape(-1), dtype=torch.long)
 
 
 def rollout_uncertainty(var_ranked, gains, *, weighting: str = "discount", cutoff: int | None = None) -> torch.Tensor:
@@ -68,8 +74,7 @@ def uncertainty_scale(
     elif normalize == "group":
         if index is None:
             raise ValueError("normalize='group' needs the group index (prompt uid) of every rollout")
-        _, inverse = np.unique(np.asarray(index, dtype=object).astype(str), return_inverse=True)
-        inv = torch.as_tensor(inverse, dtype=torch.long)
+        inv = group_ids(index)
         sums = torch.zeros(int(inv.max()) + 1 if inv.numel() else 0, dtype=torch.float64).index_add_(0, inv, c)
         counts = torch.bincount(inv, minlength=sums.numel()).to(torch.float64)
         c = c / (sums / counts)[inv]

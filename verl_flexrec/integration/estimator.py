@@ -17,18 +17,11 @@ import torch
 from verl.trainer.ppo import core_algos
 
 from ..advantage import flexrec_advantages
-from ..config import FlexRecConfig
+from ..config import FlexRecConfig, config_get
 
 __all__ = ["FLEXREC_INPUT_KEYS", "collate_flexrec_inputs", "compute_flexrec_advantage"]
 
 FLEXREC_INPUT_KEYS = ("item_rewards", "item_token_pos", "seq_reward", "uncertainty")
-
-
-def _cfg_get(config: Any, key: str, default):
-    if config is None:
-        return default
-    getter = getattr(config, "get", None)
-    return getter(key, default) if callable(getter) else getattr(config, key, default)
 
 
 def compute_flexrec_advantage(
@@ -51,7 +44,7 @@ def compute_flexrec_advantage(
     if index is None:
         raise ValueError("the flexrec estimator groups rollouts by prompt: verl must pass `index` (the uid)")
     cfg = FlexRecConfig.from_algorithm_config(config)
-    norm_by_std = bool(_cfg_get(config, "norm_adv_by_std_in_grpo", True))
+    norm_by_std = bool(config_get(config, "norm_adv_by_std_in_grpo", True))
     if cfg.advantage.norm_by_std is not None:
         norm_by_std = cfg.advantage.norm_by_std
     if item_rewards is None and item_token_pos is None and seq_reward is None and uncertainty is None:

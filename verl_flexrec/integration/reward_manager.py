@@ -31,7 +31,7 @@ import json
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
-from ..config import FlexRecConfig
+from ..config import FlexRecConfig, config_get
 from ..reward import score_response
 from ..schema import GroundTruth, GroundTruthError
 from ..tokens import char_spans_to_token_spans, token_char_offsets
@@ -53,25 +53,14 @@ EXTRA_INFO_KEYS = (
 )
 
 
-def _select(config, dotted: str):
-    node = config
-    for part in dotted.split("."):
-        getter = getattr(node, "get", None)
-        node = getter(part, None) if callable(getter) else None
-        if node is None:
-            return None
-    return node
-
-
 class FlexRecRewardManager(RewardManagerBase):
     """Reward manager registered as ``flexrec`` (``reward.reward_manager.name=flexrec``)."""
 
     def __init__(self, config, tokenizer, compute_score=None, reward_router_address=None, reward_model_tokenizer=None, **_):
         super().__init__(config, tokenizer, compute_score)
-        algorithm = config.get("algorithm") if hasattr(config, "get") else None
-        self.flexrec = FlexRecConfig.from_algorithm_config(algorithm)
+        self.flexrec = FlexRecConfig.from_algorithm_config(config_get(config, "algorithm"))
         # A response this long was cut by the rollout: an invalid one is reported as truncated.
-        self.max_response_length = _select(config, "actor_rollout_ref.rollout.response_length")
+        self.max_response_length = config_get(config, "actor_rollout_ref.rollout.response_length")
 
     def score_text(self, response_ids, ground_truth) -> dict:
         """Synchronous core of :meth:`run_single` for one rollout's valid response ids."""
