@@ -5,10 +5,17 @@ and agent-loop workers). verl swallows entry-point errors at DEBUG level, so a f
 also logged at ERROR before it propagates; ``python -m verl_flexrec doctor`` checks the result.
 Registration is idempotent: importing twice, or under ``VERL_USE_EXTERNAL_MODULES`` as well,
 binds the same objects again.
+
+The ``flexrec_sync`` trainer subclasses verl's V1 trainer, whose module pulls in Ray, TransferQueue
+and the training engines; it is registered lazily, when verl itself imports
+``verl.trainer.ppo.v1`` (``TaskRunnerV1.run`` does, just before ``get_trainer_cls``), through a
+post-import hook (:mod:`verl_flexrec.integration.post_import`), so ``import verl`` stays as cheap
+as before.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 __all__ = ["REGISTERED_NAMES", "register_all"]
@@ -27,6 +34,25 @@ def register_all() -> None:
 
     register_reward_manager("flexrec")(FlexRecRewardManager)
     register_adv_est("flexrec")(compute_flexrec_advantage)
+    register_trainer_lazily()
+
+
+V1_TRAINER_PACKAGE = "verl.trainer.ppo.v1"
+TRAINER_MODULE = "verl_flexrec.integration.trainer"
+
+
+def _import_trainer(_v1_package=None) -> None:
+    # The trainer module registers `flexrec_sync` at import. If it is the module whose import
+    # pulled in verl's V1 package (mid-import here), import_module returns it and it registers
+    # itself when its body finishes.
+    importlib.import_module(TRAINER_MODULE)
+
+
+def register_trainer_lazily() -> None:
+    """Register the ``flexrec_sync`` trainer as soon as verl's V1 trainer package is loaded."""
+    from .integration.post_import import when_imported
+
+    when_imported(V1_TRAINER_PACKAGE, _import_trainer, loaded_marker="PPOTrainerSync")
 
 
 try:

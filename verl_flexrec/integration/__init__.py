@@ -6,4 +6,6 @@ binds FlexRec's names; this package's ``__init__`` stays import-free so checks c
 REGISTERED_NAMES: dict[str, tuple[str, ...]] = {
     "reward_manager": ("flexrec",),
     "adv_estimator": ("flexrec",),
+    # verl V1 trainer registry (trainer.v1.trainer_mode); registered when verl loads verl.trainer.ppo.v1
+    "trainer": ("flexrec_sync",),
 }

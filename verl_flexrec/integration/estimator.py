@@ -1,10 +1,18 @@
 """The ``flexrec`` advantage estimator in verl's registry, and the collation of its inputs.
 
 verl calls estimators as ``fn(token_level_rewards, response_mask, index, config, **kwargs)``.
-FlexRec's extra inputs arrive as keyword arguments — ``item_rewards`` (bs, K), ``item_token_pos``
-(bs, L), ``seq_reward`` (bs,), ``uncertainty`` (bs,) — which :func:`collate_flexrec_inputs` builds
-from the reward manager's ``reward_extra_info``. verl's own ``compute_advantage`` passes only the
-standard arguments; then the estimator is verl's GRPO, exactly (it calls verl's function).
+FlexRec's extra inputs — ``item_rewards`` (bs, K), ``item_token_pos`` (bs, L), ``seq_reward``
+(bs,), ``uncertainty`` (bs,) — are built by :func:`collate_flexrec_inputs` from the reward
+manager's ``reward_extra_info`` and reach the estimator one of two ways:
+
+* inside verl's trainer: the ``flexrec_sync`` trainer fetches every rollout's
+  ``reward_extra_info`` from TransferQueue and provides it through
+  :mod:`verl_flexrec.integration.handoff` while verl's own ``_compute_advantage`` runs; the
+  estimator checks the rows match (uid, response length) and uses ``token_level_rewards.sum(-1)``
+  as the sequence reward (so verl's in-reward KL penalty, when on, is included);
+* called directly, as keyword arguments.
+
+With neither, the estimator is verl's GRPO, exactly (it calls verl's function).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from verl.trainer.ppo import core_algos
 
 from ..advantage import flexrec_advantages
 from ..config import FlexRecConfig, config_get
+from . import handoff
 
 __all__ = ["FLEXREC_INPUT_KEYS", "collate_flexrec_inputs", "compute_flexrec_advantage"]
 
@@ -48,6 +57,9 @@ def compute_flexrec_advantage(
     if cfg.advantage.norm_by_std is not None:
         norm_by_std = cfg.advantage.norm_by_std
     if item_rewards is None and item_token_pos is None and seq_reward is None and uncertainty is None:
+        provided = handoff.current()
+        if provided is not None:
+            return _advantage_of_provided_batch(provided, token_level_rewards, response_mask, index, cfg, norm_by_std)
         return core_algos.compute_grpo_outcome_advantage(
             token_level_rewards=token_level_rewards,
             response_mask=response_mask,
@@ -72,10 +84,52 @@ def compute_flexrec_advantage(
     return adv, adv
 
 
+def _advantage_of_provided_batch(
+    provided: handoff.FlexRecBatch,
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index,
+    cfg: FlexRecConfig,
+    norm_by_std: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FlexRec advantages of the rows the trainer provided; verl's padding rows get zeros."""
+    provided.check_aligned(index, response_mask)
+    rows = [i for i, real in enumerate(provided.real) if real]
+    adv = torch.zeros_like(token_level_rewards)
+    if rows:
+        sel = torch.tensor(rows, dtype=torch.long)
+        inputs = collate_flexrec_inputs([provided.infos[i] for i in rows], response_mask.shape[-1])
+        out = flexrec_advantages(
+            response_mask[sel],
+            np.asarray(index, dtype=object).reshape(-1)[rows],
+            token_level_rewards[sel].sum(-1),
+            inputs["item_rewards"],
+            inputs["item_token_pos"],
+            inputs["uncertainty"],
+            options=cfg.advantage,
+            uncertainty_options=cfg.uncertainty,
+            norm_by_std=norm_by_std,
+        )
+        adv[sel] = out.advantages.to(adv.dtype)
+        provided.result, provided.result_rows = out, rows
+    provided.consumed = True
+    return adv, adv
+
+
+# A row without FlexRec signal (verl padding, a non-final output of a multi-output trajectory):
+# no items, sequence advantage only, no uncertainty.
+_NO_ITEMS = {
+    "flexrec_item_rewards": "[]",
+    "flexrec_item_token_spans": "[]",
+    "flexrec_seq_reward": float("nan"),
+    "flexrec_uncertainty": 0.0,
+}
+
+
 def _column(infos, key: str) -> list:
     if isinstance(infos, Mapping):
         return list(infos[key])
-    return [info[key] for info in infos]
+    return [(_NO_ITEMS if info is None else info)[key] for info in infos]
 
 
 def collate_flexrec_inputs(
@@ -83,10 +137,10 @@ def collate_flexrec_inputs(
 ) -> dict[str, torch.Tensor]:
     """Estimator keyword arguments from the reward manager's ``reward_extra_info``.
 
-    Accepts a list of per-rollout dicts (V1 ``extra_fields``) or a dict of per-key arrays (the
-    legacy ``non_tensor_batch`` layout). Lists of different lengths are padded: item rewards with
-    NaN (absent), token positions with -1 (not an item token). Token spans past
-    ``response_length`` are clipped.
+    Accepts a list of per-rollout dicts (V1 ``extra_fields``; ``None`` = a row without item
+    signal) or a dict of per-key arrays (the legacy ``non_tensor_batch`` layout). Lists of
+    different lengths are padded: item rewards with NaN (absent), token positions with -1 (not an
+    item token). Token spans past ``response_length`` are clipped.
     """
     rewards = [json.loads(s) if isinstance(s, str) else list(s) for s in _column(reward_extra_infos, "flexrec_item_rewards")]
     spans = [json.loads(s) if isinstance(s, str) else list(s) for s in _column(reward_extra_infos, "flexrec_item_token_spans")]

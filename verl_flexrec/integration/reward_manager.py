@@ -20,7 +20,10 @@ mrr@5
 =========================  =====================================================================
 
 :func:`verl_flexrec.integration.estimator.collate_flexrec_inputs` turns a batch of these back into
-the estimator's tensors.
+the estimator's tensors; the ``flexrec_sync`` trainer (:mod:`verl_flexrec.integration.trainer`)
+carries them from verl's TransferQueue to the estimator. With ``algorithm.adv_estimator=flexrec``
+the manager refuses to start under a trainer that would drop them (verl's legacy trainer, or a
+V1 trainer mode other than a FlexRec one), naming the fix.
 """
 
 from __future__ import annotations
@@ -53,11 +56,24 @@ EXTRA_INFO_KEYS = (
 )
 
 
+def _check_trainer_carries_item_rewards(config) -> None:
+    """Fail at start-up, not silently, when the configured trainer would drop the item rewards.
+
+    Runs in every reward-loop worker, on both of verl's trainer paths (this is the one FlexRec
+    object the legacy ``trainer.use_v1=false`` path constructs too).
+    """
+    if config_get(config, "algorithm.adv_estimator") == "flexrec" and config_get(config, "trainer.use_v1") is not None:
+        from .trainer import check_trainer_config  # verl's V1 trainer module: import only when needed
+
+        check_trainer_config(config)
+
+
 class FlexRecRewardManager(RewardManagerBase):
     """Reward manager registered as ``flexrec`` (``reward.reward_manager.name=flexrec``)."""
 
     def __init__(self, config, tokenizer, compute_score=None, reward_router_address=None, reward_model_tokenizer=None, **_):
         super().__init__(config, tokenizer, compute_score)
+        _check_trainer_carries_item_rewards(config)
         self.flexrec = FlexRecConfig.from_algorithm_config(config_get(config, "algorithm"))
         # A response this long was cut by the rollout: an invalid one is reported as truncated.
         self.max_response_length = config_get(config, "actor_rollout_ref.rollout.response_length")

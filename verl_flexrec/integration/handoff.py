@@ -1,0 +1,97 @@
+"""Hand FlexRec's per-rollout inputs from the ``flexrec_sync`` trainer to the ``flexrec`` estimator.
+
+verl 0.9's V1 ``PPOTrainer._compute_advantage`` reads a fixed set of TransferQueue fields and
+calls a registered estimator with only ``token_level_rewards, response_mask, index, config``.
+The FlexRec trainer (:mod:`verl_flexrec.integration.trainer`) therefore fetches each rollout's
+``extra_fields["reward_extra_info"]`` itself and runs verl's own ``_compute_advantage`` inside
+:func:`provide`; the estimator, called by verl in the same thread, takes the batch from
+:func:`current` and records what it computed (scales, clipping) for the training metrics.
+
+Rows are matched by position, so the estimator checks that verl handed it the same rollouts in
+the same order (:meth:`FlexRecBatch.check_aligned`): same prompt uid and same number of response
+tokens per row. No verl import here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["FlexRecBatch", "FlexRecBatchMismatch", "current", "provide"]
+
+
+class FlexRecBatchMismatch(RuntimeError):
+    """verl called the estimator with rows that are not the ones the trainer fetched."""
+
+
+@dataclass
+class FlexRecBatch:
+    """One ``_compute_advantage`` call's FlexRec inputs, row ``i`` = the ``i``-th TransferQueue key.
+
+    ``infos[i]`` is the reward manager's ``reward_extra_info`` of row ``i``, or ``None`` for rows
+    that carry no item signal (verl's batch padding, non-final outputs of a multi-output
+    trajectory). ``real[i]`` is False for verl's synthetic padding rows, which are left out of
+    every statistic.
+    """
+
+    uids: list[str]
+    infos: list[dict[str, Any] | None]
+    response_lengths: list[int]
+    real: list[bool]
+    # filled by the estimator
+    consumed: bool = False
+    result: Any = None  # verl_flexrec.advantage.FlexRecAdvantages of the real rows
+    result_rows: list[int] = field(default_factory=list)
+
+    def __post_init__(self):
+        n = len(self.uids)
+        if not (len(self.infos) == len(self.response_lengths) == len(self.real) == n):
+            raise ValueError(
+                f"FlexRecBatch needs one entry per row: uids={n}, infos={len(self.infos)}, "
+                f"response_lengths={len(self.response_lengths)}, real={len(self.real)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def check_aligned(self, index: Sequence[Any] | np.ndarray | None, response_mask: torch.Tensor) -> None:
+        """Raise :class:`FlexRecBatchMismatch` unless ``index``/``response_mask`` describe these rows."""
+        if index is None:
+            raise FlexRecBatchMismatch("verl called the flexrec estimator without `index` (the prompt uids)")
+        got = [str(u) for u in np.asarray(index, dtype=object).reshape(-1).tolist()]
+        if len(got) != len(self):
+            raise FlexRecBatchMismatch(
+                f"verl passed {len(got)} rollouts to the flexrec estimator, the trainer fetched {len(self)}"
+            )
+        lengths = response_mask.reshape(len(got), -1).sum(-1).to(torch.long).tolist()
+        for i, (u, want_u, n, want_n) in enumerate(zip(got, self.uids, lengths, self.response_lengths)):
+            if u != want_u or int(n) != int(want_n):
+                raise FlexRecBatchMismatch(
+                    f"row {i}: verl's estimator input has uid={u!r} with {n} response tokens, the trainer "
+                    f"fetched uid={want_u!r} with {want_n}; verl's _compute_advantage no longer keeps "
+                    "TransferQueue key order (tests/test_trainer_seam_on_cpu.py)"
+                )
+
+
+_ACTIVE: contextvars.ContextVar[FlexRecBatch | None] = contextvars.ContextVar("flexrec_batch", default=None)
+
+
+@contextlib.contextmanager
+def provide(batch: FlexRecBatch) -> Iterator[FlexRecBatch]:
+    """Make ``batch`` visible to the ``flexrec`` estimator for the duration of the block."""
+    token = _ACTIVE.set(batch)
+    try:
+        yield batch
+    finally:
+        _ACTIVE.reset(token)
+
+
+def current() -> FlexRecBatch | None:
+    """The batch provided by the running FlexRec trainer step, or None outside one."""
+    return _ACTIVE.get()

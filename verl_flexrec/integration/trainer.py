@@ -1,0 +1,182 @@
+"""``flexrec_sync``: verl's V1 synchronous PPO trainer, plus FlexRec's item-level signal.
+
+Select it with ``trainer.v1.trainer_mode=flexrec_sync`` (verl's ``TaskRunnerV1`` looks the name up
+with ``get_trainer_cls``). It differs from verl's ``PPOTrainerSync`` in one method:
+
+``_compute_advantage``
+    fetches ``uid``, ``response_mask`` and ``extra_fields`` of the batch's TransferQueue keys —
+    ``extra_fields["reward_extra_info"]`` is where verl's ``AgentLoopWorker._compute_score``
+    stored the ``flexrec`` reward manager's output for each rollout — and runs verl's own
+    ``PPOTrainer._compute_advantage`` while :func:`verl_flexrec.integration.handoff.provide`
+    makes those rows visible to the ``flexrec`` estimator. Everything else (in-reward KL,
+    rollout correction, writing nested advantages back to TransferQueue) stays verl's code.
+    It then adds FlexRec's training metrics (:mod:`verl_flexrec.integration.metrics`) to the
+    step's metrics, which verl's ``fit`` logs through its trackers.
+
+verl's trainer treats every ``trainer_mode`` other than ``"sync"`` as asynchronous (replay buffer,
+prompt persistence, checkpoint layout), so ``trainer_mode`` reads ``"sync"`` here whatever name
+the config selected this class with; its settings come from ``trainer.v1.sync``.
+
+The legacy trainer (``trainer.use_v1=false``) has no registry to plug a trainer into; the
+``flexrec`` reward manager refuses to start there (:func:`check_trainer_config`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import transfer_queue as tq
+from verl.trainer.ppo.v1.trainer_base import get_trainer_cls, register_trainer
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+from ..config import config_get
+from . import handoff
+from .metrics import flexrec_training_metrics
+
+__all__ = [
+    "FLEXREC_TRAINER_MODE",
+    "REQUIRED_EXTRA_INFO_KEYS",
+    "FlexRecTrainerMixin",
+    "FlexRecTrainerSync",
+    "check_trainer_config",
+]
+
+logger = logging.getLogger(__name__)
+
+FLEXREC_TRAINER_MODE = "flexrec_sync"
+# reward_extra_info keys the trainer needs from the `flexrec` reward manager
+REQUIRED_EXTRA_INFO_KEYS = (
+    "flexrec_valid",
+    "flexrec_error",
+    "flexrec_ndcg",
+    "flexrec_uncertainty",
+    "flexrec_item_rewards",
+    "flexrec_item_token_spans",
+)
+_FETCH_FIELDS = ["uid", "response_mask", "extra_fields"]
+
+
+def _as_list(value) -> list:
+    """Per-row Python values of a non-tensor TransferQueue field (NonTensorStack or list)."""
+    return value.tolist() if hasattr(value, "tolist") else list(value)
+
+
+def _row_sums(mask) -> list[int]:
+    """Number of response tokens (mask ones) per row of a nested or dense TransferQueue field."""
+    rows = mask.unbind(0) if getattr(mask, "is_nested", False) else list(mask)
+    return [int(r.sum()) for r in rows]
+
+
+def _final_outputs(keys: list[str]) -> list[bool]:
+    """True for the last output of each ``{uid}_{session}_{index}`` trajectory (verl's key format)."""
+    last: dict[str, int] = {}
+    parsed = []
+    for key in keys:
+        head, _, idx = key.rpartition("_")
+        try:
+            i = int(idx)
+        except ValueError:
+            head, i = key, 0
+        parsed.append((head, i))
+        last[head] = max(last.get(head, i), i)
+    return [last[head] == i for head, i in parsed]
+
+
+class FlexRecTrainerMixin:
+    """The FlexRec seam on top of any V1 ``PPOTrainer`` subclass (see the module docstring)."""
+
+    @property
+    def trainer_mode(self) -> str:
+        return "sync"
+
+    @trainer_mode.setter
+    def trainer_mode(self, value) -> None:  # PPOTrainer.__init__ assigns the configured name
+        pass
+
+    def _fetch_flexrec_batch(self, batch) -> handoff.FlexRecBatch:
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=_FETCH_FIELDS)
+        uids = [str(u) for u in _as_list(data.pop("uid"))]
+        lengths = _row_sums(data.pop("response_mask"))
+        # absent only if no rollout carries extra_fields (TransferQueue drops unknown fields)
+        extra = _as_list(data.pop("extra_fields")) if "extra_fields" in data.keys() else [None] * len(uids)
+        real = [not tag.get("is_padding", False) for tag in batch.tags]
+        final = _final_outputs(list(batch.keys))
+        need_items = config_get(self.config, "algorithm.adv_estimator") == "flexrec"
+        infos = []
+        for key, is_real, is_final, fields in zip(batch.keys, real, final, extra):
+            info = (fields or {}).get("reward_extra_info") if isinstance(fields, dict) else None
+            has_keys = isinstance(info, dict) and all(k in info for k in REQUIRED_EXTRA_INFO_KEYS)
+            if is_real and not has_keys and need_items:
+                missing = [k for k in REQUIRED_EXTRA_INFO_KEYS if not isinstance(info, dict) or k not in info]
+                raise ValueError(
+                    f"rollout {key!r}: extra_fields['reward_extra_info'] lacks {missing}. "
+                    "algorithm.adv_estimator=flexrec needs reward.reward_manager.name=flexrec and rewards computed "
+                    "in the agent loop (no colocated reward model: reward.reward_model.enable=false, or "
+                    "enable_resource_pool=true)"
+                )
+            infos.append(dict(info) if has_keys and is_real and is_final else None)
+        return handoff.FlexRecBatch(uids=uids, infos=infos, response_lengths=lengths, real=real)
+
+    def _compute_advantage(self, batch, metrics: dict):
+        provided = self._fetch_flexrec_batch(batch)
+        with handoff.provide(provided):
+            batch = super()._compute_advantage(batch, metrics)
+        if config_get(self.config, "algorithm.adv_estimator") == "flexrec" and not provided.consumed:
+            raise RuntimeError(
+                "verl's _compute_advantage did not call the flexrec estimator in this thread; the FlexRec "
+                "seam (verl_flexrec.integration.trainer) needs updating for this verl version"
+            )
+        metrics.update(self._flexrec_metrics(provided))
+        return batch
+
+    @staticmethod
+    def _flexrec_metrics(provided: handoff.FlexRecBatch) -> dict[str, float]:
+        rows = [i for i, info in enumerate(provided.infos) if info is not None]
+        scale = clipped = None
+        if provided.result is not None:
+            pos = {row: j for j, row in enumerate(provided.result_rows)}
+            take = [pos[i] for i in rows]
+            scale, clipped = provided.result.scale[take], provided.result.clipped[take]
+        return flexrec_training_metrics([provided.infos[i] for i in rows], scale, clipped)
+
+
+class FlexRecTrainerSync(FlexRecTrainerMixin, PPOTrainerSync):
+    """verl's ``PPOTrainerSync`` with FlexRec's item-level advantages; registered as ``flexrec_sync``."""
+
+
+# Registered on import (idempotent: the same class again is accepted by verl). The entry point
+# imports this module when verl imports its V1 trainer package (verl_flexrec.register).
+register_trainer(FLEXREC_TRAINER_MODE)(FlexRecTrainerSync)
+
+
+def is_flexrec_trainer_mode(mode: str) -> bool:
+    """Whether ``trainer.v1.trainer_mode=mode`` selects a trainer that carries FlexRec's item signal."""
+    try:
+        cls = get_trainer_cls(mode)
+    except ValueError:
+        return False
+    return isinstance(cls, type) and issubclass(cls, FlexRecTrainerMixin)
+
+
+def check_trainer_config(config) -> None:
+    """Refuse, with the fix in the message, a run whose trainer would drop FlexRec's item signal.
+
+    Only when ``algorithm.adv_estimator=flexrec`` and the config says which trainer runs.
+    """
+    if config_get(config, "algorithm.adv_estimator") != "flexrec":
+        return
+    use_v1 = config_get(config, "trainer.use_v1")
+    if use_v1 is None:
+        return
+    fix = f"set trainer.use_v1=true trainer.v1.trainer_mode={FLEXREC_TRAINER_MODE}"
+    if not use_v1:
+        raise ValueError(
+            "algorithm.adv_estimator=flexrec does not run on verl's legacy trainer (trainer.use_v1=false): it has "
+            f"no trainer registry, so item rewards cannot reach the estimator. {fix}"
+        )
+    mode = config_get(config, "trainer.v1.trainer_mode", "sync")
+    if not is_flexrec_trainer_mode(mode):
+        raise ValueError(
+            f"algorithm.adv_estimator=flexrec with trainer.v1.trainer_mode={mode}: verl's {mode!r} trainer passes "
+            f"only token_level_rewards to estimators, so FlexRec would silently train as plain GRPO. {fix}"
+        )
