@@ -1,0 +1,481 @@
+"""What FlexRec costs per step, as ratios against baselines timed in the same process.
+
+    python benchmarks/bench_cost.py           # full sizes (a few minutes, one CPU thread)
+    python benchmarks/bench_cost.py --smoke   # seconds, small sizes, for CI
+
+Measured (median of ``--repeats`` runs each, after a warm-up):
+
+1. swap rewards, 4,096 lists x K=30: ``verl_flexrec.ranking.swap_item_rewards`` (O(K) suffix
+   sums) vs a naive numpy loop that literally swaps every pair and recomputes NDCG, and vs the
+   pairwise O(K^2) tensor form; max |difference| must be <= 1e-6.
+2. advantage estimator, bs=1,024 x response length 1,024 (groups of 8): the registered ``flexrec``
+   estimator with item inputs (K=30 ids of 1-2 tokens each) vs verl's ``grpo``; also ``flexrec``
+   with only the 4 standard arguments (= GRPO) and ``collate_flexrec_inputs`` (JSON -> tensors).
+3. reward manager, per sample: ``FlexRecRewardManager.run_single`` vs verl's
+   ``NaiveRewardManager.run_single`` with a trivial score function, same responses and tokenizer.
+4. scaling: swap time vs K (10 ... 1000) and vs the number of lists; estimator time vs batch size.
+
+Prints tables; writes ``benchmarks/results/cost.json`` and ``cost_scaling.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from verl import DataProto
+from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
+from verl.trainer.ppo import core_algos
+
+import verl_flexrec.register  # noqa: F401  (registers `flexrec` in verl's registries)
+from verl_flexrec.integration.estimator import collate_flexrec_inputs
+from verl_flexrec.parsing import format_answer
+from verl_flexrec.ranking import swap_item_rewards
+from verl_flexrec.schema import GroundTruth
+from verl_flexrec.testing import build_tiny_tokenizer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = {"swap_speedup_min": 2000.0, "estimator_ratio_max": 2.0, "reward_manager_ratio_max": 1.5, "swap_exact_atol": 1e-6}
+
+
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` runs after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def interleaved_medians(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median wall seconds of each ``fns[name]()``, calls interleaved round by round so a change
+    in machine load hits every contender alike (ratios stay fair on a shared machine)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+# -- 1. swap rewards --------------------------------------------------------------------------
+def _ndcg_np(g: np.ndarray, d: np.ndarray) -> float:
+    """NDCG of ranked gains ``g`` with discounts ``d``: DCG / DCG of the sorted list (0 if none)."""
+    idcg = float(np.sort(g)[::-1] @ d)
+    return float(g @ d) / idcg if idcg > 0 else 0.0
+
+
+def naive_swap_rewards(gains: np.ndarray, causal: bool = True, hoist_idcg: bool = False) -> np.ndarray:
+    """Literal definition: for each position k and each partner j (j > k when causal, else j != k),
+    swap the two items, recompute the NDCG with numpy, and average the NDCG lost.
+    ``hoist_idcg`` computes the (swap-invariant) ideal DCG once per list instead of per swap."""
+    n, K = gains.shape
+    d = 1.0 / np.log2(np.arange(2, K + 2))
+    out = np.zeros((n, K))
+    for row in range(n):
+        g = gains[row]
+        idcg = float(np.sort(g)[::-1] @ d)
+        if idcg <= 0:
+            continue
+        base = _ndcg_np(g, d)
+        for k in range(K):
+            partners = range(k + 1, K) if causal else [j for j in range(K) if j != k]
+            lost = []
+            for j in partners:
+                s = g.copy()
+                s[k], s[j] = s[j], s[k]
+                lost.append(base - (float(s @ d) / idcg if hoist_idcg else _ndcg_np(s, d)))
+            out[row, k] = float(np.mean(lost)) if lost else 0.0
+    return out
+
+
+def pairwise_swap_rewards(gains: torch.Tensor) -> torch.Tensor:
+    """Causal swap rewards from the full (K, K) matrix (g_k - g_j)(d_k - d_j) / IDCG, O(K^2)."""
+    g = gains.to(torch.float64)
+    K = g.shape[-1]
+    d = 1.0 / torch.log2(torch.arange(2, K + 2, dtype=torch.float64))
+    idcg = (torch.sort(g, -1, descending=True).values * d).sum(-1, keepdim=True)
+    pair = (g[..., :, None] - g[..., None, :]) * (d[:, None] - d[None, :])
+    later = torch.triu(torch.ones(K, K, dtype=torch.bool), 1)
+    count = torch.arange(K - 1, -1, -1, dtype=torch.float64).clamp(min=1)
+    r = (pair * later).sum(-1) / count / torch.where(idcg > 0, idcg, torch.ones_like(idcg))
+    return torch.where(idcg > 0, r, torch.zeros_like(r))
+
+
+def random_gains(n: int, K: int, seed: int = 0) -> np.ndarray:
+    """Graded gains 0..3 (about a third zero), like thresholded interest."""
+    rng = np.random.default_rng(seed)
+    return np.maximum(0, rng.integers(-2, 4, (n, K))).astype(np.float64)
+
+
+def bench_swap(n_lists: int, K: int, repeats: int, naive_repeats: int, exact_lists: int) -> dict:
+    g = random_gains(n_lists, K)
+    gt = torch.from_numpy(g)
+    fast = interleaved_medians({"package": lambda: swap_item_rewards(gt, "causal"), "pairwise": lambda: pairwise_swap_rewards(gt)}, repeats)
+    t_pkg, t_pair = fast["package"], fast["pairwise"]
+    ref = {}
+
+    def run_naive():
+        ref["causal"] = naive_swap_rewards(g, causal=True)
+
+    t_naive = median_time(run_naive, naive_repeats, warmup=0)
+    t_hoisted = median_time(lambda: naive_swap_rewards(g, hoist_idcg=True), 1, warmup=0)
+    t_pkg_after = median_time(lambda: swap_item_rewards(gt, "causal"), repeats)  # load may have changed
+    err_causal = float(np.abs(swap_item_rewards(gt, "causal").numpy() - ref["causal"]).max())
+    err_pair = float(np.abs(pairwise_swap_rewards(gt).numpy() - ref["causal"]).max())
+    sub = g[:exact_lists]
+    err_noncausal = float(np.abs(swap_item_rewards(torch.from_numpy(sub), "noncausal").numpy() - naive_swap_rewards(sub, causal=False)).max())
+    return {
+        "n_lists": n_lists,
+        "K": K,
+        "package_s": t_pkg,
+        "pairwise_s": t_pair,
+        "package_after_naive_s": t_pkg_after,
+        "naive_s": t_naive,
+        "naive_hoisted_idcg_s": t_hoisted,
+        "speedup_vs_naive": t_naive / t_pkg,
+        "speedup_vs_naive_hoisted_idcg": t_hoisted / t_pkg,
+        "pairwise_speedup_vs_naive": t_naive / t_pair,
+        "max_abs_err_causal": err_causal,
+        "max_abs_err_pairwise": err_pair,
+        "max_abs_err_noncausal": err_noncausal,
+        "noncausal_checked_lists": len(sub),
+    }
+
+
+# -- 2. estimator -----------------------------------------------------------------------------
+def estimator_batch(bs: int, L: int, K: int = 30, group: int = 8, seed: int = 0):
+    """A batch shaped like FlexRec rollouts: reasoning tokens, then K ids of 1-2 tokens each."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(L // 3, L + 1, bs)
+    mask = (torch.arange(L)[None, :] < torch.as_tensor(lengths)[:, None]).float()
+    seq = torch.as_tensor(rng.normal(0.5, 0.3, bs), dtype=torch.float32)
+    tlr = torch.zeros(bs, L)
+    tlr[torch.arange(bs), torch.as_tensor(lengths - 1)] = seq
+    index = np.repeat(np.arange(bs // group), group).astype(str)
+    gains = torch.from_numpy(random_gains(bs, K, seed + 1))
+    item_rewards = swap_item_rewards(gains).to(torch.float32)
+    pos = torch.full((bs, L), -1, dtype=torch.long)
+    spans = []
+    for i, n in enumerate(lengths):
+        width = rng.integers(1, 3, K)  # tokens per id
+        end = int(n) - 2  # "]</answer>" closes the response
+        starts = end - np.cumsum((width + 1)[::-1])[::-1]  # ", " separator token between ids
+        row = []
+        for k in range(K):
+            a = max(0, int(starts[k]))
+            pos[i, a : a + int(width[k])] = k
+            row.append([a, a + int(width[k])])
+        spans.append(row)
+    infos = [
+        {
+            "flexrec_item_rewards": json.dumps(item_rewards[i].tolist()),
+            "flexrec_item_token_spans": json.dumps(spans[i]),
+            "flexrec_seq_reward": float(seq[i]),
+            "flexrec_uncertainty": float(rng.uniform(0, 0.02)),
+        }
+        for i in range(bs)
+    ]
+    kwargs = {"item_rewards": item_rewards, "item_token_pos": pos, "seq_reward": seq, "uncertainty": torch.as_tensor([x["flexrec_uncertainty"] for x in infos])}
+    return tlr, mask, index, kwargs, infos
+
+
+def bench_estimator(bs: int, L: int, repeats: int) -> dict:
+    tlr, mask, index, kwargs, infos = estimator_batch(bs, L)
+    cfg = OmegaConf.create({"adv_estimator": "flexrec", "norm_adv_by_std_in_grpo": True, "flexrec": {}})
+    grpo = core_algos.get_adv_estimator_fn("grpo")
+    flex = core_algos.get_adv_estimator_fn("flexrec")
+    t = interleaved_medians(
+        {
+            "grpo": lambda: grpo(token_level_rewards=tlr, response_mask=mask, index=index, config=cfg),
+            "plain": lambda: flex(token_level_rewards=tlr, response_mask=mask, index=index, config=cfg),
+            "items": lambda: flex(token_level_rewards=tlr, response_mask=mask, index=index, config=cfg, **kwargs),
+            "collate": lambda: collate_flexrec_inputs(infos, L),
+        },
+        repeats,
+    )
+    t_grpo, t_plain, t_items, t_collate = t["grpo"], t["plain"], t["items"], t["collate"]
+    a_grpo, _ = grpo(token_level_rewards=tlr, response_mask=mask, index=index, config=cfg)
+    a_plain, _ = flex(token_level_rewards=tlr, response_mask=mask, index=index, config=cfg)
+    collated = collate_flexrec_inputs(infos, L)
+    return {
+        "bs": bs,
+        "response_length": L,
+        "grpo_s": t_grpo,
+        "flexrec_standard_args_s": t_plain,
+        "flexrec_items_s": t_items,
+        "collate_s": t_collate,
+        "ratio_items_vs_grpo": t_items / t_grpo,
+        "ratio_standard_vs_grpo": t_plain / t_grpo,
+        "ratio_collate_plus_items_vs_grpo": (t_collate + t_items) / t_grpo,
+        "standard_args_equal_grpo": bool(torch.equal(a_grpo, a_plain)),
+        "collate_matches_direct_positions": bool(torch.equal(collated["item_token_pos"], kwargs["item_token_pos"])),
+    }
+
+
+# -- 3. reward manager ------------------------------------------------------------------------
+def reward_manager_inputs(tokenizer, n: int, K: int = 30, reasoning_words: int = 60, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ids = [str(i) for i in range(1, K + 1)]
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "rank these"}], add_generation_prompt=True, tokenize=True)
+    prompt = list(prompt["input_ids"]) if hasattr(prompt, "keys") else list(prompt)
+    words = ["user", "likes", "comedy", "so", "item", "goes", "first", "then", "drama", "and", "news"]
+    out = []
+    for _ in range(n):
+        gains = [float(x) for x in rng.integers(0, 4, K)]
+        gt = GroundTruth(candidates=ids, gains=gains).to_dict()
+        reasoning = " ".join(rng.choice(words, reasoning_words))
+        text = format_answer(list(rng.permutation(ids)), reasoning)
+        resp = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+        batch = {
+            "prompts": torch.tensor([prompt]),
+            "responses": torch.tensor([resp]),
+            "attention_mask": torch.ones(1, len(prompt) + len(resp), dtype=torch.long),
+            "input_ids": torch.tensor([prompt + resp]),
+            "position_ids": torch.arange(len(prompt) + len(resp))[None],
+        }
+        non_tensor = {
+            "data_source": np.array(["flexrec/bench"], dtype=object),
+            "reward_model": np.array([{"style": "rule", "ground_truth": gt}], dtype=object),
+            "extra_info": np.array([{"split": "train", "index": 0}], dtype=object),
+        }
+        out.append(DataProto.from_dict(tensors=batch, non_tensors=non_tensor))
+    return out
+
+
+def trivial_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> float:
+    return 0.0
+
+
+def bench_reward_manager(n: int, repeats: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tiny_tokenizer(Path(tmp) / "tok")
+        data = reward_manager_inputs(tokenizer, n)
+        config = OmegaConf.create({"algorithm": {"flexrec": {}}, "actor_rollout_ref": {"rollout": {"response_length": 1024}}})
+
+        async def run_all(manager):
+            for d in data:
+                await manager.run_single(d)
+
+        async def time_both():
+            flex = get_reward_manager_cls("flexrec")(config=config, tokenizer=tokenizer, compute_score=None)
+            naive = get_reward_manager_cls("naive")(config=config, tokenizer=tokenizer, compute_score=trivial_score)
+            res = {"flexrec": [], "naive": []}
+            for name, m in (("naive", naive), ("flexrec", flex)):
+                await run_all(m)  # warm-up
+            for _ in range(repeats):  # interleaved, so drift in machine load hits both
+                for name, m in (("naive", naive), ("flexrec", flex)):
+                    t = time.perf_counter()
+                    await run_all(m)
+                    res[name].append(time.perf_counter() - t)
+            ok = (await flex.run_single(data[0]))["reward_extra_info"]["flexrec_valid"] == 1.0
+            return res, ok
+
+        res, valid = asyncio.run(time_both())
+        lengths = [int(d.batch["responses"].shape[-1]) for d in data]
+    t_flex, t_naive = statistics.median(res["flexrec"]) / n, statistics.median(res["naive"]) / n
+    return {
+        "samples": n,
+        "mean_response_tokens": float(np.mean(lengths)),
+        "naive_per_sample_s": t_naive,
+        "flexrec_per_sample_s": t_flex,
+        "ratio_flexrec_vs_naive": t_flex / t_naive,
+        "flexrec_output_valid": bool(valid),
+    }
+
+
+def profile_flexrec_sample(n: int = 64) -> dict:
+    """Where a flexrec sample's time goes (synchronous parts, microseconds per sample)."""
+    from verl_flexrec.integration.reward_manager import FlexRecRewardManager
+    from verl_flexrec.reward import score_response
+    from verl_flexrec.tokens import char_spans_to_token_spans, token_char_offsets
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tiny_tokenizer(Path(tmp) / "tok")
+        data = reward_manager_inputs(tokenizer, n, seed=1)
+        mgr = FlexRecRewardManager(OmegaConf.create({"algorithm": {"flexrec": {}}}), tokenizer)
+        ids = [d.batch["responses"][0].tolist() for d in data]
+        gts = [GroundTruth.from_any(d.non_tensor_batch["reward_model"][0]["ground_truth"]) for d in data]
+        texts = [tokenizer.decode(x, skip_special_tokens=True) for x in ids]
+        results = [score_response(t, g, mgr.flexrec.reward, mgr.flexrec.uncertainty) for t, g in zip(texts, gts)]
+        parts = {
+            "decode": lambda: [tokenizer.decode(x, skip_special_tokens=True) for x in ids],
+            "ground_truth_parse": lambda: [GroundTruth.from_any(d.non_tensor_batch["reward_model"][0]["ground_truth"]) for d in data],
+            "score_response": lambda: [score_response(t, g, mgr.flexrec.reward, mgr.flexrec.uncertainty) for t, g in zip(texts, gts)],
+            "token_offsets": lambda: [
+                char_spans_to_token_spans(token_char_offsets(tokenizer, x, t), r.item_char_spans) for x, t, r in zip(ids, texts, results)
+            ],
+            "score_text_total": lambda: [mgr.score_text(x, g) for x, g in zip(ids, gts)],
+        }
+        return {k: median_time(f, 5) / n * 1e6 for k, f in parts.items()}
+
+
+# -- 4. scaling -------------------------------------------------------------------------------
+def bench_scaling(Ks, batch_sizes, est_batch_sizes, L: int, repeats: int, naive_lists: int, k_lists: int = 4096) -> dict:
+    out = {"swap_vs_K": [], "swap_vs_lists": [], "estimator_vs_bs": []}
+    for K in tqdm(Ks, desc="swap vs K", leave=False):
+        g = torch.from_numpy(random_gains(k_lists, K, K))
+        row = {"K": K, "n_lists": k_lists, "package_s": median_time(lambda g=g: swap_item_rewards(g, "causal"), repeats)}
+        if K <= 100:
+            row["pairwise_s"] = median_time(lambda g=g: pairwise_swap_rewards(g), repeats)
+            sub = g[:naive_lists].numpy()
+            row["naive_per_list_s"] = median_time(lambda sub=sub: naive_swap_rewards(sub), 1, warmup=0) / naive_lists
+        out["swap_vs_K"].append(row)
+    for n in tqdm(batch_sizes, desc="swap vs lists", leave=False):
+        g = torch.from_numpy(random_gains(n, 30, n))
+        out["swap_vs_lists"].append({"n_lists": n, "K": 30, "package_s": median_time(lambda g=g: swap_item_rewards(g, "causal"), repeats)})
+    for bs in tqdm(est_batch_sizes, desc="estimator vs bs", leave=False):
+        r = bench_estimator(bs, L, repeats)
+        out["estimator_vs_bs"].append({k: r[k] for k in ("bs", "response_length", "grpo_s", "flexrec_items_s", "collate_s", "ratio_items_vs_grpo")})
+    return out
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sc = results["scaling"]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    ax = axes[0]
+    rows = sc["swap_vs_K"]
+    K = np.array([r["K"] for r in rows])
+    ax.loglog(K, [r["package_s"] / r["n_lists"] * 1e6 for r in rows], "o-", label="package (suffix sums, O(K))")
+    kp = [r for r in rows if "pairwise_s" in r]
+    ax.loglog([r["K"] for r in kp], [r["pairwise_s"] / r["n_lists"] * 1e6 for r in kp], "s-", label="pairwise tensor (O(K²))")
+    ax.loglog([r["K"] for r in kp], [r["naive_per_list_s"] * 1e6 for r in kp], "^-", label="naive numpy swaps")
+    ax.set_xlabel("K (items per list)")
+    ax.set_ylabel("µs per list")
+    ax.set_title(f"causal swap rewards: cost per list vs K ({rows[0]['n_lists']:,} lists)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    ax = axes[1]
+    rows = sc["swap_vs_lists"]
+    ax.loglog([r["n_lists"] for r in rows], [r["package_s"] * 1e3 for r in rows], "o-")
+    ax.set_xlabel("lists (K=30)")
+    ax.set_ylabel("ms per call")
+    ax.set_title("swap_item_rewards vs number of lists")
+    ax.grid(alpha=0.3, which="both")
+    ax = axes[2]
+    rows = sc["estimator_vs_bs"]
+    bs = [r["bs"] for r in rows]
+    ax.loglog(bs, [r["grpo_s"] * 1e3 for r in rows], "o-", label="verl grpo")
+    ax.loglog(bs, [r["flexrec_items_s"] * 1e3 for r in rows], "s-", label="flexrec (item inputs)")
+    ax.loglog(bs, [(r["flexrec_items_s"] + r["collate_s"]) * 1e3 for r in rows], "^--", label="flexrec + collate from JSON")
+    ax.set_xlabel(f"batch size (response length {rows[0]['response_length']})")
+    ax.set_ylabel("ms per call")
+    ax.set_title("advantage estimator vs batch size")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_tables(r: dict) -> None:
+    s, e, m = r["swap"], r["estimator"], r["reward_manager"]
+    print(f"\n1. swap rewards, {s['n_lists']} lists x K={s['K']} (median of repeats)")
+    print(f"   package (suffix sums)  {s['package_s'] * 1e3:10.2f} ms   {s['speedup_vs_naive']:9.0f}x vs naive   max|err| {s['max_abs_err_causal']:.1e}")
+    print(f"   pairwise O(K^2) tensor {s['pairwise_s'] * 1e3:10.2f} ms   {s['pairwise_speedup_vs_naive']:9.0f}x vs naive   max|err| {s['max_abs_err_pairwise']:.1e}")
+    print(f"   naive numpy swaps      {s['naive_s'] * 1e3:10.2f} ms   (NDCG recomputed per swap; noncausal max|err| {s['max_abs_err_noncausal']:.1e} on {s['noncausal_checked_lists']} lists)")
+    print(f"   naive, IDCG hoisted    {s['naive_hoisted_idcg_s'] * 1e3:10.2f} ms   package {s['speedup_vs_naive_hoisted_idcg']:.0f}x faster")
+    print(f"\n2. advantage estimator, bs={e['bs']} x L={e['response_length']}")
+    print(f"   verl grpo                        {e['grpo_s'] * 1e3:8.2f} ms   1.00x")
+    print(f"   flexrec, 4 standard args         {e['flexrec_standard_args_s'] * 1e3:8.2f} ms   {e['ratio_standard_vs_grpo']:.2f}x  (identical output: {e['standard_args_equal_grpo']})")
+    print(f"   flexrec, item inputs             {e['flexrec_items_s'] * 1e3:8.2f} ms   {e['ratio_items_vs_grpo']:.2f}x")
+    print(f"   collate_flexrec_inputs (JSON)    {e['collate_s'] * 1e3:8.2f} ms")
+    print(f"   trainer path: collate + flexrec  {(e['collate_s'] + e['flexrec_items_s']) * 1e3:8.2f} ms   {e['ratio_collate_plus_items_vs_grpo']:.2f}x")
+    print(f"\n3. reward manager per sample ({m['samples']} responses, {m['mean_response_tokens']:.0f} tokens avg)")
+    print(f"   verl naive + trivial score       {m['naive_per_sample_s'] * 1e6:8.1f} µs   1.00x")
+    print(f"   flexrec                          {m['flexrec_per_sample_s'] * 1e6:8.1f} µs   {m['ratio_flexrec_vs_naive']:.2f}x")
+    if "profile_flexrec_us" in r:
+        print("   flexrec synchronous parts (µs/sample): " + ", ".join(f"{k} {v:.0f}" for k, v in r["profile_flexrec_us"].items()))
+    print(f"\n4. scaling: swap_item_rewards (causal), µs per list, {r['scaling']['swap_vs_K'][0]['n_lists']:,} lists")
+    print(f"   {'K':>6s} {'package':>10s} {'pairwise':>10s} {'naive':>12s}")
+    for row in r["scaling"]["swap_vs_K"]:
+        pk = row["package_s"] / row["n_lists"] * 1e6
+        pw = f"{row['pairwise_s'] / row['n_lists'] * 1e6:10.3f}" if "pairwise_s" in row else f"{'-':>10s}"
+        nv = f"{row['naive_per_list_s'] * 1e6:12.1f}" if "naive_per_list_s" in row else f"{'-':>12s}"
+        print(f"   {row['K']:>6d} {pk:10.3f} {pw} {nv}")
+    print("   lists (K=30): " + ", ".join(f"{row['n_lists']}: {row['package_s'] * 1e3:.2f} ms" for row in r["scaling"]["swap_vs_lists"]))
+    print("   estimator vs bs: " + ", ".join(
+        f"{row['bs']}: grpo {row['grpo_s'] * 1e3:.1f} / flexrec {row['flexrec_items_s'] * 1e3:.1f} ms ({row['ratio_items_vs_grpo']:.2f}x)"
+        for row in r["scaling"]["estimator_vs_bs"]
+    ))
+    t = r["targets_met"]
+    print("\ntargets: " + ", ".join(f"{k} {'MET' if v else 'MISSED'}" for k, v in t.items()))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="seconds-long run with small sizes (CI)")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a shared machine; the naive baselines are single-threaded anyway)")
+    p.add_argument("--out", type=Path, default=RESULTS / "cost.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.smoke:
+        sizes = {"lists": 128, "K": 30, "naive_repeats": 1, "exact": 32, "bs": 128, "L": 256, "rm": 16, "Ks": (10, 30, 100),
+                 "nlists": (256, 1024), "est_bs": (64, 128), "naive_lists": 4, "k_lists": 256}
+        args.repeats = min(args.repeats, 3)
+    else:
+        sizes = {"lists": 4096, "K": 30, "naive_repeats": 3, "exact": 256, "bs": 1024, "L": 1024, "rm": 256,
+                 "Ks": (10, 20, 30, 50, 100, 1000), "nlists": (256, 1024, 4096, 16384, 65536), "est_bs": (256, 1024, 4096),
+                 "naive_lists": 32, "k_lists": 4096}
+    t0 = time.perf_counter()
+    steps = tqdm(total=5, desc="cost benchmark")
+    res = {"smoke": args.smoke, "repeats": args.repeats, "targets": TARGETS}
+    res["swap"] = bench_swap(sizes["lists"], sizes["K"], args.repeats, sizes["naive_repeats"], sizes["exact"])
+    steps.update()
+    res["estimator"] = bench_estimator(sizes["bs"], sizes["L"], args.repeats)
+    steps.update()
+    res["reward_manager"] = bench_reward_manager(sizes["rm"], args.repeats)
+    steps.update()
+    res["profile_flexrec_us"] = profile_flexrec_sample(16 if args.smoke else 64)
+    steps.update()
+    res["scaling"] = bench_scaling(sizes["Ks"], sizes["nlists"], sizes["est_bs"], sizes["L"], args.repeats, sizes["naive_lists"], sizes["k_lists"])
+    steps.update()
+    steps.close()
+    res["targets_met"] = {
+        "swap_speedup>=2000x": res["swap"]["speedup_vs_naive"] >= TARGETS["swap_speedup_min"],
+        "swap_exact<=1e-6": max(res["swap"]["max_abs_err_causal"], res["swap"]["max_abs_err_noncausal"]) <= TARGETS["swap_exact_atol"],
+        "estimator<=2x": res["estimator"]["ratio_items_vs_grpo"] <= TARGETS["estimator_ratio_max"],
+        "estimator+collate<=2x (trainer path)": res["estimator"]["ratio_collate_plus_items_vs_grpo"] <= TARGETS["estimator_ratio_max"],
+        "reward_manager<=1.5x": res["reward_manager"]["ratio_flexrec_vs_naive"] <= TARGETS["reward_manager_ratio_max"],
+    }
+    res["wall_s"] = time.perf_counter() - t0
+    res["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
+    print_tables(res)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1))
+    png = args.out.with_name(args.out.stem + "_scaling.png")
+    plot(res, png)
+    print(f"\nwall time {res['wall_s']:.1f} s; wrote {args.out} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
