@@ -33,13 +33,8 @@ FAST = {
 
 
 @pytest.fixture(scope="module")
-def ml(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_ml")
-    write_movielens(root / "raw")
-    code, err = run_in_process("movielens", "--raw-dir", root / "raw", "--out-dir", root / "out",
-                               "--num-candidates", 10, "--needs", "all")
-    assert code == 0, err
-    return root / "out"
+def ml(ml_prepared):
+    return ml_prepared
 
 
 @pytest.fixture(scope="module")

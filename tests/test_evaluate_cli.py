@@ -13,7 +13,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fixtures_raw import run_in_process, write_movielens  # noqa: E402
 from verl_flexrec.evaluate import evaluate  # noqa: E402
 from verl_flexrec.evaluate.backends import hf_generator  # noqa: E402
 from verl_flexrec.evaluate.cli import main  # noqa: E402
@@ -25,13 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ml(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_cli")
-    write_movielens(root / "raw")
-    code, err = run_in_process("movielens", "--raw-dir", root / "raw", "--out-dir", root / "out",
-                               "--num-candidates", 10, "--needs", "all")
-    assert code == 0, err
-    return root / "out"
+def ml(ml_prepared):
+    return ml_prepared
 
 
 @pytest.fixture(scope="module")
