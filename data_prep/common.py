@@ -154,6 +154,10 @@ def add_interaction_args(p: argparse.ArgumentParser, *, split: str, test_time_fr
     """Flags of the interaction datasets (KuaiRec, MovieLens)."""
     p.add_argument("--history-len", type=_positive_int, default=20,
                    help="most recent distinct items shown as the user's history (default: 20)")
+    p.add_argument("--novelty-window", type=_positive_int, default=None, metavar="N",
+                   help="Explore New Topics: a candidate is novel when none of its categories appears among the "
+                        "user's N most recent history items (the paper's 'recent history'; default: the whole "
+                        "shown history, --history-len items)")
     p.add_argument("--min-history", type=_positive_int, default=5,
                    help="skip contexts with fewer distinct history items (default: 5)")
     p.add_argument("--split", choices=("global", "user"), default=split,
@@ -790,12 +794,16 @@ def make_row(data_source: str, messages: list[dict], gt: GroundTruth, info: dict
 
 
 def render_interaction_row(src: ItemSource, task: Task, need: Need, *, index: int, id_style: str,
-                           sparse_frac: float | None, seed: int) -> dict:
-    """One verl row: shuffled candidates, need-specific gains, the prompt."""
+                           sparse_frac: float | None, seed: int, novelty_window: int | None = None) -> dict:
+    """One verl row: shuffled candidates, need-specific gains, the prompt.
+
+    ``novelty_window``: the familiar categories are those of the last N history items (None: all).
+    """
     order = rng_for(seed, "order", task.key, need.name).permutation(len(task.cand_items))
     items, ts, interest = task.cand_items[order], task.cand_ts[order], task.cand_interest[order].copy()
     cand_cats = [src.cats(i) for i in items]
-    hist_cats = {c for i in task.hist_items for c in src.cats(i)}
+    recent = task.hist_items if novelty_window is None else task.hist_items[-novelty_window:]  # oldest first
+    hist_cats = {c for i in recent for c in src.cats(i)}
     counts = np.asarray(src.popularity(items, task.cutoff), dtype=np.int64)
     features = {"interest": interest, "novel_topic": novelty(cand_cats, hist_cats), "popularity": normalised(counts)}
     with np.errstate(divide="ignore", invalid="ignore"):  # a non-finite gain is reported by GroundTruth
@@ -1095,7 +1103,8 @@ def run_interaction_pipeline(args, src: ItemSource, train_src: Interactions, tes
         for index, (task, need) in enumerate(tqdm(pairs, desc=desc, disable=args.no_progress, leave=False)):
             try:
                 yield render_interaction_row(src, task, need, index=index, id_style=args.id_style,
-                                             sparse_frac=args.sparse_frac, seed=args.seed)
+                                             sparse_frac=args.sparse_frac, seed=args.seed,
+                                             novelty_window=args.novelty_window)
             except ValueError as e:  # e.g. a YAML need whose gain is not finite, an unshowable item id
                 raise DataPrepError(f"{task.split} row {index} (user {task.user}, need {need.name}): {e}") from None
 

@@ -99,6 +99,26 @@ def test_gains_come_from_the_raw_ratings(dense, ratings, genres):
             assert gt.need_weight == pytest.approx([c / top if top else 0.0 for c in counts])
 
 
+def test_novelty_window_uses_only_the_most_recent_history(raw, genres, tmp_path):
+    """--novelty-window N: novel = no genre among the last N history items (history is oldest first)."""
+    window = 3
+    out = _prep(raw, tmp_path / "w", "--needs", "explore_new_topics", "--novelty-window", window)
+    same = _prep(raw, tmp_path / "full", "--needs", "explore_new_topics", "--novelty-window", 1000)
+    default = _prep(raw, tmp_path / "default", "--needs", "explore_new_topics")
+    more_novel = 0
+    for split in ("train.parquet", "test.parquet"):
+        # a window wider than the history is the default
+        assert read_rows(same / split) == read_rows(default / split)
+        for row, base in zip(read_rows(out / split), read_rows(default / split)):
+            gt, gt_base = (GroundTruth.from_any(r["reward_model"]["ground_truth"]) for r in (row, base))
+            recent = row["extra_info"]["history_item_ids"][-window:]
+            seen = set().union(*(genres[m] for m in recent))
+            assert gt.need_weight == [float(not (genres[m] & seen)) for m in gt.item_ids]
+            assert all(w >= b for w, b in zip(gt.need_weight, gt_base.need_weight))  # fewer familiar genres
+            more_novel += sum(gt.need_weight) > sum(gt_base.need_weight)
+    assert more_novel > 0
+
+
 def test_popularity_counts_recent_ratings_only(dense, ratings):
     """trend_promotion counts: ratings of the movie in the 30 days before the cut-off, no test rating."""
     test = read_rows(dense / "test.parquet")
