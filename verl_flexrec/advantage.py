@@ -50,6 +50,41 @@ def group_normalize(scores: torch.Tensor, gid: torch.Tensor, *, eps: float = 1e-
     return centred / (std[gid] + eps) if norm_by_std else centred
 
 
+def _item_advantages(r: torch.Tensor, gid: torch.Tensor, opts: AdvantageOptions, use_std: bool) -> torch.Tensor:
+    """A^item (bs, K) in float64: group statistics per position (or pooled), NaN where ``r`` is."""
+    bs, K = r.shape
+    have = torch.isfinite(r)
+    if opts.item_norm == "pooled":
+        cell = gid[:, None].expand(bs, K)
+        num_cells = int(gid.max()) + 1
+    else:
+        cell = gid[:, None] * K + torch.arange(K)[None, :]
+        num_cells = (int(gid.max()) + 1) * K
+    mean, std = _masked_group_stats(r, have, cell, num_cells)
+    centred = r - mean[cell]
+    item_adv = centred if opts.item_norm == "none" or not use_std else centred / (std[cell] + opts.eps)
+    return torch.where(have, item_adv, torch.full_like(item_adv, float("nan")))
+
+
+def _token_value_table(item_adv: torch.Tensor, seq_adv: torch.Tensor, add_seq: bool) -> torch.Tensor:
+    """Per-rollout table ``(bs, K + 2)`` of the value a token gets, by what it spells:
+
+        column 0        A^seq_i                                (not an item token)
+        column 1 + k    A^item_i,k (+ A^seq_i when ``add_seq``), or A^seq_i where A^item is NaN
+        column K + 1    A^seq_i                                (position >= K: not an item of this list)
+    """
+    seq = seq_adv[:, None]
+    items = item_adv + seq if add_seq else item_adv
+    items = torch.where(torch.isfinite(item_adv), items, seq.expand_as(items))
+    return torch.cat([seq, items, seq], 1)
+
+
+def _table_column(pos: torch.Tensor, K: int) -> torch.Tensor:
+    """Column of :func:`_token_value_table` for item positions ``pos`` (-1 or anything outside
+    ``[0, K)`` means "not an item token"): ``clamp(pos + 1, 0, K + 1)``."""
+    return (pos + 1).clamp_(0, K + 1)
+
+
 @dataclass
 class FlexRecAdvantages:
     advantages: torch.Tensor  # (bs, L), float32, zero outside response_mask
@@ -87,44 +122,13 @@ def flexrec_advantages(
     opts = options or AdvantageOptions()
     uopts = uncertainty_options or UncertaintyOptions()
     use_std = norm_by_std if opts.norm_by_std is None else opts.norm_by_std
-    mask = response_mask.to(torch.float64)
-    bs = mask.shape[0]
+    bs, length = response_mask.shape[0], response_mask.shape[-1]
     gid = group_ids(index) if bs else torch.zeros(0, dtype=torch.long)
     if gid.numel() != bs:
         raise ValueError(f"index has {gid.numel()} entries for {bs} rollouts")
     seq = torch.as_tensor(seq_reward, dtype=torch.float64).reshape(bs)
     seq = torch.where(torch.isfinite(seq), seq, torch.zeros_like(seq))
     seq_adv = group_normalize(seq, gid, eps=opts.eps, norm_by_std=use_std)
-    adv = seq_adv[:, None].expand_as(mask).clone()
-
-    item_adv = torch.full((bs, 0), float("nan"), dtype=torch.float64)
-    use_items = opts.mode == "flexrec" and item_rewards is not None and item_token_pos is not None
-    if use_items and bs:
-        r = torch.as_tensor(item_rewards, dtype=torch.float64)
-        K = r.shape[-1]
-        have = torch.isfinite(r)
-        if opts.item_norm == "pooled":
-            cell = gid[:, None].expand(bs, K)
-            num_cells = int(gid.max()) + 1
-        else:
-            cell = gid[:, None] * K + torch.arange(K)[None, :]
-            num_cells = (int(gid.max()) + 1) * K
-        mean, std = _masked_group_stats(r, have, cell, num_cells)
-        centred = r - mean[cell]
-        if opts.item_norm == "none" or not use_std:
-            item_adv = centred
-        else:
-            item_adv = centred / (std[cell] + opts.eps)
-        item_adv = torch.where(have, item_adv, torch.full_like(item_adv, float("nan")))
-
-        pos = torch.as_tensor(item_token_pos, dtype=torch.long)
-        if pos.shape != mask.shape:
-            raise ValueError(f"item_token_pos has shape {tuple(pos.shape)}, response_mask {tuple(mask.shape)}")
-        on_item = (pos >= 0) & (pos < K)
-        gathered = torch.gather(item_adv, 1, pos.clamp(0, max(K - 1, 0))) if K else torch.zeros_like(mask)
-        on_item &= torch.isfinite(gathered)
-        token_item = gathered + (seq_adv[:, None] if opts.add_seq_adv_to_items else 0.0)
-        adv = torch.where(on_item, token_item, adv)
 
     scale = torch.ones(bs, dtype=torch.float64)
     clipped = torch.zeros(bs, dtype=torch.bool)
@@ -134,11 +138,23 @@ def flexrec_advantages(
         )
         scale = raw.clamp(min=uopts.min_scale, max=uopts.max_scale)
         clipped = (raw < uopts.min_scale) | (raw > uopts.max_scale)
-        adv = adv * scale[:, None]
 
-    adv = adv * mask
+    item_adv = torch.full((bs, 0), float("nan"), dtype=torch.float64)
+    use_items = opts.mode == "flexrec" and item_rewards is not None and item_token_pos is not None
+    if use_items and bs:
+        r = torch.as_tensor(item_rewards, dtype=torch.float64)
+        item_adv = _item_advantages(r, gid, opts, use_std)
+        pos = torch.as_tensor(item_token_pos, dtype=torch.long)
+        if pos.shape != response_mask.shape:
+            raise ValueError(f"item_token_pos has shape {tuple(pos.shape)}, response_mask {tuple(response_mask.shape)}")
+        table = _token_value_table(item_adv, seq_adv, opts.add_seq_adv_to_items) * scale[:, None]
+        # the (bs, L) work is one index computation and one float32 gather
+        adv = torch.gather(table.to(torch.float32), 1, _table_column(pos, item_adv.shape[-1]))
+    else:
+        adv = (seq_adv * scale).to(torch.float32)[:, None].expand(bs, length)
+    adv = adv * response_mask.to(torch.float32)
     return FlexRecAdvantages(
-        advantages=adv.to(torch.float32),
+        advantages=adv,
         seq_advantage=seq_adv.to(torch.float32),
         item_advantage=item_adv.to(torch.float32),
         scale=scale.to(torch.float32),

@@ -18,13 +18,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 
 from .config import FlexRecConfig, RewardOptions, UncertaintyOptions
 from .parsing import parse_ranking
-from .ranking import mrr, ndcg, recall, swap_item_rewards, top_n_relevant
+from .ranking.single_list import at, list_dcg_prefix, list_mrr, list_recall, list_swap_rewards, list_top_n_relevant, ratio
 from .schema import GroundTruth
-from .uncertainty import rollout_uncertainty
+from .uncertainty import list_rollout_uncertainty
 
 __all__ = ["RolloutReward", "compute_score", "score_response"]
 
@@ -47,6 +47,25 @@ def _finite(x: float) -> float:
     return float(x) if math.isfinite(x) else 0.0
 
 
+def _list_scores(gains: np.ndarray, ropts: RewardOptions) -> tuple[float, np.ndarray, dict[str, float]]:
+    """NDCG reward, swap item rewards and evaluation metrics of one ranked list (float64 numpy;
+    the same values as :mod:`verl_flexrec.ranking`'s batched torch functions, see
+    :mod:`verl_flexrec.ranking.single_list`)."""
+    sorted_desc = np.sort(gains)[::-1]
+    dcg = list_dcg_prefix(gains, ropts.gain)
+    ideal = list_dcg_prefix(sorted_desc, ropts.gain)
+    idcg = at(ideal, ropts.cutoff)
+    items = list_swap_rewards(gains, ropts.swap_mode, idcg, ropts.cutoff, gain=ropts.gain)
+    relevant = list_top_n_relevant(gains, 5, sorted_desc)
+    metrics = {
+        "ndcg@5": ratio(at(dcg, 5), at(ideal, 5)),
+        "ndcg@10": ratio(at(dcg, 10), at(ideal, 10)),
+        "recall@5": list_recall(relevant, 5),
+        "mrr@5": list_mrr(relevant, 5),
+    }
+    return ratio(at(dcg, ropts.cutoff), idcg), items, metrics
+
+
 def score_response(
     response: str,
     ground_truth: GroundTruth,
@@ -67,26 +86,18 @@ def score_response(
         )
     position = ground_truth.index_of()
     order = [position[c] for c in parsed.order]
-    gains = torch.as_tensor(ground_truth.gains_array()[order], dtype=torch.float64)
-    list_ndcg = float(ndcg(gains, ropts.cutoff, gain=ropts.gain))
-    items = swap_item_rewards(gains, ropts.swap_mode, ropts.cutoff, gain=ropts.gain)
+    gains = ground_truth.gains_array()[order]
+    list_ndcg, items, metrics = _list_scores(gains, ropts)
     u = 0.0
     if ground_truth.gain_var:
-        var = torch.as_tensor(ground_truth.var_array()[order], dtype=torch.float64)
-        u = float(rollout_uncertainty(var, gains, weighting=uopts.weighting, cutoff=ropts.cutoff))
-    relevant = top_n_relevant(gains, 5)
-    metrics = {
-        "ndcg@5": float(ndcg(gains, 5, gain=ropts.gain)),
-        "ndcg@10": float(ndcg(gains, 10, gain=ropts.gain)),
-        "recall@5": float(recall(relevant, 5)),
-        "mrr@5": float(mrr(relevant, 5)),
-    }
+        var = ground_truth.var_array()[order]
+        u = list_rollout_uncertainty(var, gains, weighting=uopts.weighting, cutoff=ropts.cutoff)
     return RolloutReward(
         score=_finite(ropts.format_bonus + list_ndcg),
         valid=True,
         error="",
         ndcg=_finite(list_ndcg),
-        item_rewards=[_finite(x) for x in items.tolist()],
+        item_rewards=np.where(np.isfinite(items), items, 0.0).tolist(),
         item_char_spans=list(parsed.spans),
         uncertainty=_finite(u),
         metrics={k: _finite(v) for k, v in metrics.items()},

@@ -18,8 +18,16 @@ import numpy as np
 import torch
 
 from .ranking.metrics import _as_float, discounts, ideal_dcg
+from .ranking.single_list import list_discounts
 
-__all__ = ["UNCERTAINTY_WEIGHTINGS", "SCALE_NORMALIZATIONS", "group_ids", "rollout_uncertainty", "uncertainty_scale"]
+__all__ = [
+    "UNCERTAINTY_WEIGHTINGS",
+    "SCALE_NORMALIZATIONS",
+    "group_ids",
+    "list_rollout_uncertainty",
+    "rollout_uncertainty",
+    "uncertainty_scale",
+]
 
 UNCERTAINTY_WEIGHTINGS = ("discount", "sum")
 SCALE_NORMALIZATIONS = ("batch", "group", "none")
@@ -45,6 +53,18 @@ def rollout_uncertainty(var_ranked, gains, *, weighting: str = "discount", cutof
     idcg = ideal_dcg(_as_float(gains).to(torch.float64), cutoff)
     num = (d * d * var).sum(-1)
     return torch.where(idcg > 0, num / torch.where(idcg > 0, idcg, torch.ones_like(idcg)) ** 2, torch.zeros_like(num))
+
+
+def list_rollout_uncertainty(var_ranked: np.ndarray, gains: np.ndarray, *, weighting: str = "discount", cutoff: int | None = None) -> float:
+    """:func:`rollout_uncertainty` of ONE list, in numpy (the reward manager's per-sample path)."""
+    var = np.asarray(var_ranked, dtype=np.float64)
+    if weighting == "sum":
+        return float(var.sum())
+    if weighting != "discount":
+        raise ValueError(f"weighting must be one of {UNCERTAINTY_WEIGHTINGS}, got {weighting!r}")
+    d = list_discounts(len(var), cutoff)
+    idcg = float(np.sort(np.asarray(gains, dtype=np.float64))[::-1] @ list_discounts(len(gains), cutoff))
+    return float((d * d * var).sum()) / idcg**2 if idcg > 0 else 0.0
 
 
 def uncertainty_scale(

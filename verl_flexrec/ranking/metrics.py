@@ -15,11 +15,13 @@ same values (pass ``ideal_gains`` when the ranked list is partial).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 __all__ = ["discounts", "transform_gains", "dcg", "ideal_dcg", "ndcg", "recall", "mrr", "top_n_relevant"]
 
 GAINS = ("linear", "exponential")
+_NUMPY_SORTABLE = (torch.float64, torch.float32)
 
 
 def discounts(num_positions: int, cutoff: int | None = None, *, dtype=torch.float64, device=None) -> torch.Tensor:
@@ -56,7 +58,15 @@ def dcg(gains, k: int | None = None, *, gain: str = "linear") -> torch.Tensor:
 def ideal_dcg(gains, k: int | None = None, *, gain: str = "linear") -> torch.Tensor:
     """DCG@k of the same gains sorted descending (the ideal ordering of the closed set)."""
     g = _as_float(gains)
-    return dcg(torch.sort(g, dim=-1, descending=True).values, k, gain=gain)
+    return dcg(sort_descending(g), k, gain=gain)
+
+
+def sort_descending(values: torch.Tensor) -> torch.Tensor:
+    """``torch.sort(values, -1, descending=True).values``; on CPU via numpy's sort, several times
+    faster for many short rows (the same values: sorting is exact)."""
+    if values.device.type == "cpu" and values.dim() >= 1 and values.dtype in _NUMPY_SORTABLE and not values.requires_grad:
+        return torch.from_numpy(np.sort(values.resolve_neg().numpy(), axis=-1)[..., ::-1].copy())
+    return torch.sort(values, dim=-1, descending=True).values
 
 
 def ndcg(gains, k: int | None = None, *, gain: str = "linear", ideal_gains=None) -> torch.Tensor:

@@ -1,0 +1,385 @@
+"""The per-step hot paths against straightforward references (the previous implementations,
+copied here) on hypothesis-generated inputs: token advantages (one float32 gather), the
+estimator's input collation (one numpy scatter), one-list ranking math in numpy, token offsets
+from cached per-token pieces, and the numpy sort behind IDCG.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from verl_flexrec.advantage import _masked_group_stats, flexrec_advantages, group_normalize
+from verl_flexrec.config import AdvantageOptions, RewardOptions, UncertaintyOptions
+from verl_flexrec.integration.estimator import collate_flexrec_inputs
+from verl_flexrec.parsing import format_answer, parse_ranking
+from verl_flexrec.ranking import SWAP_MODES, mrr, ndcg, recall, swap_item_rewards, top_n_relevant
+from verl_flexrec.ranking.metrics import sort_descending
+from verl_flexrec.ranking.single_list import list_swap_rewards, list_top_n_relevant
+from verl_flexrec.reward import score_response
+from verl_flexrec.schema import GroundTruth
+from verl_flexrec.testing import build_tiny_tokenizer
+from verl_flexrec.tokens import char_spans_to_token_spans, token_char_offsets
+from verl_flexrec.uncertainty import group_ids, rollout_uncertainty, uncertainty_scale
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+# -- references: the implementations these fast paths replaced -------------------------------
+def reference_advantages(response_mask, index, seq_reward, item_rewards=None, item_token_pos=None, uncertainty=None, *, options=None, uncertainty_options=None, norm_by_std=True):
+    """The float64 (bs, L) implementation of flexrec_advantages before the gather."""
+    opts = options or AdvantageOptions()
+    uopts = uncertainty_options or UncertaintyOptions()
+    use_std = norm_by_std if opts.norm_by_std is None else opts.norm_by_std
+    mask = response_mask.to(torch.float64)
+    bs = mask.shape[0]
+    gid = group_ids(index) if bs else torch.zeros(0, dtype=torch.long)
+    seq = torch.as_tensor(seq_reward, dtype=torch.float64).reshape(bs)
+    seq = torch.where(torch.isfinite(seq), seq, torch.zeros_like(seq))
+    seq_adv = group_normalize(seq, gid, eps=opts.eps, norm_by_std=use_std)
+    adv = seq_adv[:, None].expand_as(mask).clone()
+    item_adv = torch.full((bs, 0), float("nan"), dtype=torch.float64)
+    if opts.mode == "flexrec" and item_rewards is not None and item_token_pos is not None and bs:
+        r = torch.as_tensor(item_rewards, dtype=torch.float64)
+        K = r.shape[-1]
+        have = torch.isfinite(r)
+        if opts.item_norm == "pooled":
+            cell, num_cells = gid[:, None].expand(bs, K), int(gid.max()) + 1
+        else:
+            cell, num_cells = gid[:, None] * K + torch.arange(K)[None, :], (int(gid.max()) + 1) * K
+        mean, std = _masked_group_stats(r, have, cell, num_cells)
+        centred = r - mean[cell]
+        item_adv = centred if opts.item_norm == "none" or not use_std else centred / (std[cell] + opts.eps)
+        item_adv = torch.where(have, item_adv, torch.full_like(item_adv, float("nan")))
+        pos = torch.as_tensor(item_token_pos, dtype=torch.long)
+        on_item = (pos >= 0) & (pos < K)
+        gathered = torch.gather(item_adv, 1, pos.clamp(0, max(K - 1, 0))) if K else torch.zeros_like(mask)
+        on_item &= torch.isfinite(gathered)
+        adv = torch.where(on_item, gathered + (seq_adv[:, None] if opts.add_seq_adv_to_items else 0.0), adv)
+    scale = torch.ones(bs, dtype=torch.float64)
+    clipped = torch.zeros(bs, dtype=torch.bool)
+    if uopts.enable and uncertainty is not None and bs:
+        raw = uncertainty_scale(uncertainty, eps=uopts.eps, normalize=uopts.normalize, min_scale=0.0, max_scale=float("inf"), index=index)
+        scale = raw.clamp(min=uopts.min_scale, max=uopts.max_scale)
+        clipped = (raw < uopts.min_scale) | (raw > uopts.max_scale)
+        adv = adv * scale[:, None]
+    adv = adv * mask
+    return adv.to(torch.float32), seq_adv.to(torch.float32), item_adv.to(torch.float32), scale.to(torch.float32), clipped
+
+
+def reference_collate(infos, response_length):
+    """The per-row loop of collate_flexrec_inputs before vectorisation (list-of-dicts layout)."""
+    no_items = {"flexrec_item_rewards": "[]", "flexrec_item_token_spans": "[]", "flexrec_seq_reward": float("nan"), "flexrec_uncertainty": 0.0}
+    col = lambda key: [(no_items if info is None else info)[key] for info in infos]
+    rewards = [json.loads(s) if isinstance(s, str) else list(s) for s in col("flexrec_item_rewards")]
+    spans = [json.loads(s) if isinstance(s, str) else list(s) for s in col("flexrec_item_token_spans")]
+    bs = len(rewards)
+    k_max = max((len(r) for r in rewards), default=0)
+    item_rewards = torch.full((bs, k_max), float("nan"), dtype=torch.float32)
+    item_token_pos = torch.full((bs, response_length), -1, dtype=torch.long)
+    for i, (r, s) in enumerate(zip(rewards, spans)):
+        if r:
+            item_rewards[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
+        for k, (first, end) in enumerate(s):
+            item_token_pos[i, max(0, first) : min(end, response_length)] = k
+    seq = torch.tensor([float(x) for x in col("flexrec_seq_reward")], dtype=torch.float32)
+    u = torch.tensor([float(x) for x in col("flexrec_uncertainty")], dtype=torch.float32)
+    return {"item_rewards": item_rewards, "item_token_pos": item_token_pos, "seq_reward": seq, "uncertainty": u}
+
+
+def reference_list_scores(gains, ropts, uopts, var=None):
+    """score_response's math through the batched torch functions (the previous path)."""
+    g = torch.as_tensor(gains, dtype=torch.float64)
+    relevant = top_n_relevant(g, 5)
+    u = 0.0
+    if var is not None:
+        u = float(rollout_uncertainty(torch.as_tensor(var, dtype=torch.float64), g, weighting=uopts.weighting, cutoff=ropts.cutoff))
+    return {
+        "ndcg": float(ndcg(g, ropts.cutoff, gain=ropts.gain)),
+        "items": swap_item_rewards(g, ropts.swap_mode, ropts.cutoff, gain=ropts.gain).tolist(),
+        "uncertainty": u,
+        "ndcg@5": float(ndcg(g, 5, gain=ropts.gain)),
+        "ndcg@10": float(ndcg(g, 10, gain=ropts.gain)),
+        "recall@5": float(recall(relevant, 5)),
+        "mrr@5": float(mrr(relevant, 5)),
+    }
+
+
+def reference_offsets(tokenizer, ids, text):
+    """Offsets by re-tokenising (when it reproduces the ids) else by prefix decoding."""
+    special = set(tokenizer.all_special_ids)
+    kept = [i for i, t in enumerate(ids) if t not in special]
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(enc["input_ids"]) == [ids[i] for i in kept]:
+        it, out, prev = iter(enc["offset_mapping"]), [], 0
+        for i in range(len(ids)):
+            if i in kept:
+                span = tuple(next(it))
+                prev = span[1]
+                out.append(span)
+            else:
+                out.append((prev, prev))
+        return out
+    out, prev = [], 0
+    for i in range(len(ids)):
+        end = min(max(len(tokenizer.decode(ids[: i + 1], skip_special_tokens=True)), prev), len(text))
+        out.append((prev, end))
+        prev = end
+    return out
+
+
+def _brute_force_swap(g, mode, cutoff, exponential):
+    """Mean NDCG lost by literally swapping with each partner (causal / noncausal)."""
+    t = lambda x: np.exp2(x) - 1 if exponential else np.asarray(x)
+    K = len(g)
+    d = 1.0 / np.log2(np.arange(2, K + 2))
+    if cutoff is not None:
+        d[cutoff:] = 0.0
+    ideal = float(np.sort(t(g))[::-1] @ d)
+    if ideal <= 0:
+        return np.zeros(K)
+    base = float(t(g) @ d) / ideal
+    out = np.zeros(K)
+    for k in range(K):
+        partners = range(k + 1, K) if mode == "causal" else [j for j in range(K) if j != k]
+        lost = []
+        for j in partners:
+            s = np.array(g, dtype=np.float64)
+            s[k], s[j] = s[j], s[k]
+            lost.append(base - float(t(s) @ d) / ideal)
+        out[k] = np.mean(lost) if lost else 0.0
+    return out
+
+
+# -- strategies -------------------------------------------------------------------------------
+@st.composite
+def advantage_batches(draw):
+    groups, n = draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    bs, L, K = groups * n, draw(st.integers(1, 24)), draw(st.integers(0, 6))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    index = np.array([f"u{i % groups}" for i in rng.permutation(bs)], dtype=object)  # groups interleaved
+    mask = (torch.arange(L)[None, :] < torch.as_tensor(rng.integers(0, L + 1, bs))[:, None]).float()
+    seq = torch.as_tensor(rng.normal(size=bs), dtype=torch.float32)
+    seq[torch.as_tensor(rng.random(bs) < 0.1)] = float("nan")
+    items = torch.as_tensor(rng.choice([0.0, 0.5, 1.0, rng.normal()], size=(bs, K)), dtype=torch.float32)
+    items[torch.as_tensor(rng.random((bs, K)) < 0.2)] = float("nan")
+    pos = torch.as_tensor(rng.integers(-3, K + 3, (bs, L)), dtype=torch.long)  # -1, other negatives, >= K
+    u = torch.as_tensor(rng.choice([0.0, 0.01, 0.3], size=bs), dtype=torch.float32)
+    opts = AdvantageOptions(
+        mode=draw(st.sampled_from(["flexrec", "rec_r1"])),
+        item_norm=draw(st.sampled_from(["position", "pooled", "none"])),
+        add_seq_adv_to_items=draw(st.booleans()),
+        norm_by_std=draw(st.sampled_from([None, True, False])),
+    )
+    uopts = UncertaintyOptions(enable=draw(st.booleans()), normalize=draw(st.sampled_from(["batch", "group", "none"])))
+    return mask, index, seq, items, pos, (u if draw(st.booleans()) else None), opts, uopts, draw(st.booleans())
+
+
+@SETTINGS
+@given(advantage_batches())
+def test_gathered_advantages_equal_the_float64_reference(batch):
+    mask, index, seq, items, pos, u, opts, uopts, norm = batch
+    new = flexrec_advantages(mask, index, seq, items, pos, u, options=opts, uncertainty_options=uopts, norm_by_std=norm)
+    ref = reference_advantages(mask, index, seq, items, pos, u, options=opts, uncertainty_options=uopts, norm_by_std=norm)
+    assert new.advantages.dtype == torch.float32 and new.advantages.shape == mask.shape
+    assert torch.equal(new.advantages, ref[0])  # same float64 values, rounded once to float32
+    for got, want in zip((new.seq_advantage, new.item_advantage, new.scale, new.clipped), ref[1:]):
+        assert torch.equal(got, want) or torch.allclose(got, want, equal_nan=True, rtol=0, atol=0)
+
+
+def test_gathered_advantages_without_item_inputs_and_empty_batch():
+    mask = torch.ones(3, 5)
+    out = flexrec_advantages(mask, ["a", "a", "b"], torch.tensor([1.0, 0.0, 2.0]))
+    ref = reference_advantages(mask, ["a", "a", "b"], torch.tensor([1.0, 0.0, 2.0]))
+    assert torch.equal(out.advantages, ref[0])
+    empty = flexrec_advantages(torch.zeros(0, 4), [], torch.zeros(0), torch.zeros(0, 3), torch.zeros(0, 4, dtype=torch.long))
+    assert empty.advantages.shape == (0, 4)
+
+
+@st.composite
+def extra_infos(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    L = draw(st.integers(0, 30))
+    rows = []
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["json", "list", "none", "invalid"]))
+        if kind == "none":
+            rows.append(None)
+            continue
+        K = 0 if kind == "invalid" else int(rng.integers(1, 7))
+        rewards = [float(x) for x in rng.normal(size=K)]
+        # spans as the reward manager writes them (sorted, disjoint) or arbitrary: overlapping,
+        # past the response, negative starts
+        if draw(st.booleans()):
+            starts = np.sort(rng.choice(max(L, 1) + 5, K, replace=False)) if K else np.zeros(0, int)
+            spans = [[int(a), int(a) + int(rng.integers(0, 3))] for a in starts]
+        else:
+            spans = [[int(rng.integers(-4, L + 4)), int(rng.integers(0, L + 6))] for _ in range(K)]
+        as_text = kind == "json"
+        rows.append({
+            "flexrec_item_rewards": json.dumps(rewards) if as_text else rewards,
+            "flexrec_item_token_spans": json.dumps(spans) if as_text else spans,
+            "flexrec_seq_reward": float(rng.normal()),
+            "flexrec_uncertainty": float(rng.uniform(0, 0.1)),
+        })
+    return rows, L
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(torch.isnan(a), torch.isnan(b)) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+@SETTINGS
+@given(extra_infos())
+def test_vectorised_collation_equals_the_row_loop(case):
+    infos, L = case
+    new, ref = collate_flexrec_inputs(infos, L), reference_collate(infos, L)
+    assert new.keys() == ref.keys()
+    for key in ref:
+        assert _same(new[key], ref[key]), key
+    # the legacy dict-of-arrays layout gives the same tensors
+    if infos and all(info is not None for info in infos):
+        columns = {k: np.array([info[k] for info in infos] + [None], dtype=object)[:-1] for k in infos[0]}
+        legacy = collate_flexrec_inputs(columns, L)
+        for key in ref:
+            assert _same(legacy[key], ref[key]), key
+
+
+def test_collation_rejects_spans_that_are_not_pairs():
+    bad = [{"flexrec_item_rewards": "[0.1]", "flexrec_item_token_spans": "[[1, 2, 3]]", "flexrec_seq_reward": 0.0, "flexrec_uncertainty": 0.0}]
+    with pytest.raises(ValueError, match="row 0"):
+        collate_flexrec_inputs(bad, 8)
+
+
+@SETTINGS
+@given(
+    st.lists(st.sampled_from([0.0, 0.0, 1.0, 2.0, 3.0, 0.5, 1.7]), min_size=1, max_size=14),
+    st.sampled_from(SWAP_MODES),
+    st.sampled_from([None, 1, 3, 5, 10]),
+    st.sampled_from(["linear", "exponential"]),
+    st.sampled_from(["discount", "sum"]),
+    st.booleans(),
+)
+def test_one_list_numpy_scores_equal_the_torch_functions(gains, mode, cutoff, gain, weighting, with_var):
+    K = len(gains)
+    ids = [f"i{k}" for k in range(K)]
+    var = [0.1 * (k % 3) for k in range(K)] if with_var else []
+    gt = GroundTruth(candidates=ids, gains=gains, gain_var=var)
+    perm = list(np.random.default_rng(K).permutation(K))
+    ropts = RewardOptions(swap_mode=mode, cutoff=cutoff, gain=gain)
+    uopts = UncertaintyOptions(weighting=weighting)
+    got = score_response(format_answer([ids[i] for i in perm], "why"), gt, ropts, uopts)
+    assert got.valid
+    ranked = np.asarray(gains, dtype=np.float64)[perm]
+    want = reference_list_scores(ranked, ropts, uopts, np.asarray(var)[perm] if with_var else None)
+    assert math.isclose(got.ndcg, want["ndcg"], rel_tol=0, abs_tol=1e-12)
+    assert math.isclose(got.score, ropts.format_bonus + want["ndcg"], rel_tol=0, abs_tol=1e-12)
+    assert math.isclose(got.uncertainty, want["uncertainty"], rel_tol=1e-12, abs_tol=1e-12)
+    np.testing.assert_allclose(got.item_rewards, want["items"], rtol=0, atol=1e-12)
+    for key in ("ndcg@5", "ndcg@10", "recall@5", "mrr@5"):
+        assert math.isclose(got.metrics[key], want[key], rel_tol=0, abs_tol=1e-12), key
+    if mode in ("causal", "noncausal") and K <= 10:  # and the definition itself
+        idcg = float(np.sort(np.exp2(ranked) - 1 if gain == "exponential" else ranked)[::-1] @ np.where(np.arange(1, K + 1) <= (cutoff or K), 1.0 / np.log2(np.arange(2, K + 2)), 0.0))
+        np.testing.assert_allclose(list_swap_rewards(ranked, mode, idcg, cutoff, gain=gain), _brute_force_swap(ranked, mode, cutoff, gain == "exponential"), atol=1e-12)
+
+
+def test_top_n_relevant_numpy_matches_torch_with_and_without_the_sort():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        g = rng.choice([0.0, 1.0, 2.0, 3.0], size=int(rng.integers(1, 12)))
+        want = top_n_relevant(torch.from_numpy(g), 5).numpy()
+        assert np.array_equal(list_top_n_relevant(g, 5), want)
+        assert np.array_equal(list_top_n_relevant(g, 5, np.sort(g)[::-1]), want)
+
+
+@SETTINGS
+@given(st.integers(0, 5), st.integers(1, 40), st.sampled_from([torch.float32, torch.float64]))
+def test_numpy_sort_equals_torch_sort(rows, K, dtype):
+    x = torch.as_tensor(np.random.default_rng(rows * 100 + K).choice([0.0, -0.0, 1.0, 2.5, float("nan"), float("inf")], size=(rows, K)), dtype=dtype)
+    want = torch.sort(x, dim=-1, descending=True).values
+    got = sort_descending(x)
+    assert got.dtype == want.dtype and torch.equal(torch.isnan(got), torch.isnan(want)) and torch.equal(got.nan_to_num(), want.nan_to_num())
+
+
+# -- token offsets ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return build_tiny_tokenizer(Path(tmp_path_factory.mktemp("tok")))
+
+
+WORDS = ["user", "likes", "comedy", "é", "日本", "  ", "\n", ",", "[", "7", "12", "v1429", "<think>", "</answer>", "ok!"]
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(WORDS), max_size=30), st.booleans(), st.booleans())
+def test_offsets_from_cached_pieces_give_the_same_item_token_spans(tokenizer, words, split_digits, eos):
+    ids = tokenizer.encode(" ".join(words), add_special_tokens=False)
+    if split_digits:  # non-canonical tokenisation: each character as its own token where possible
+        text = tokenizer.decode(ids)
+        ids = [t for ch in text for t in tokenizer.encode(ch, add_special_tokens=False)]
+    if eos:
+        ids = ids + [tokenizer.eos_token_id]
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    new, ref = token_char_offsets(tokenizer, ids, text), reference_offsets(tokenizer, ids, text)
+    assert len(new) == len(ids)
+    # every non-empty character span maps to the same tokens
+    spans = [(a, b) for a in range(len(text)) for b in range(a + 1, min(len(text), a + 4) + 1)]
+    for span in spans[::3]:
+        assert char_spans_to_token_spans(new, [span]) == char_spans_to_token_spans(ref, [span]), span
+    pieces = [tokenizer.decode([t], skip_special_tokens=True) for t in ids]
+    if "".join(pieces) == text:  # the pieces path: each token covers exactly its own decoded text
+        ends = np.cumsum([len(p) for p in pieces]).tolist()
+        assert new == list(zip([0, *ends[:-1]], ends))
+
+
+def test_response_item_spans_identical_to_the_reference_offsets(tokenizer):
+    ids_ = [str(i) for i in range(1, 31)]
+    for seed in range(20):
+        order = list(np.random.default_rng(seed).permutation(ids_))
+        ids = tokenizer.encode(format_answer(order, "user likes comedy é 日本"), add_special_tokens=False) + [tokenizer.eos_token_id]
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        spans = parse_ranking(text, ids_).spans
+        assert char_spans_to_token_spans(token_char_offsets(tokenizer, ids, text), spans) == char_spans_to_token_spans(reference_offsets(tokenizer, ids, text), spans)
+
+
+@SETTINGS
+@given(
+    st.lists(st.lists(st.tuples(st.integers(-(10**18) + 1, 10**18 - 1), st.integers(-5, 10**6)), max_size=5), min_size=1, max_size=6),
+    st.sampled_from([(", ", ": "), (",", ":")]),
+)
+def test_span_text_reader_equals_json(rows, separators):
+    from verl_flexrec.integration.estimator import _int_pairs_from_json_text
+
+    strings = [json.dumps([list(p) for p in row], separators=separators) for row in rows]
+    got = _int_pairs_from_json_text(strings)
+    assert got is not None
+    counts, values = got
+    assert counts.tolist() == [len(r) for r in rows]
+    assert values.tolist() == [v for r in rows for p in r for v in p]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[[1, 2]", "[[1], [2, 3, 4]]", "[[- 1, 2]]", "[[1 2, 3]]", "[[--1, 2]]", "[[1, 2]] x", "[[1.5, 2]]", "[[1, 2]]]", "[[1,\n2]]", "[[1, 10000000000000000000]]", "[[1, 2], []]"],
+)
+def test_span_text_reader_declines_anything_else_and_collation_still_agrees(text):
+    from verl_flexrec.integration.estimator import _int_pairs_from_json_text
+
+    assert _int_pairs_from_json_text([text]) is None
+    info = [{"flexrec_item_rewards": "[0.5]", "flexrec_item_token_spans": text, "flexrec_seq_reward": 0.0, "flexrec_uncertainty": 0.0}]
+    try:
+        want = reference_collate(info, 8)
+    except Exception:  # malformed for the reference: malformed for the fast path too
+        with pytest.raises(Exception):
+            collate_flexrec_inputs(info, 8)
+        return
+    got = collate_flexrec_inputs(info, 8)
+    for key in want:
+        assert _same(got[key], want[key]), key
