@@ -61,7 +61,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from verl_flexrec.needs import Need, get_need, list_needs, load_needs_yaml
+from verl_flexrec.needs import BUILTIN_NEEDS, Need, get_need, load_needs_yaml
 from verl_flexrec.prompt import ID_STYLES, Candidate, HistoryItem, build_messages, candidate_ids
 from verl_flexrec.schema import GroundTruth
 
@@ -395,10 +395,12 @@ def sample_sorted(rng: np.random.Generator, n: int, k: int | None) -> np.ndarray
 # ---------------------------------------------------------------------------------------------
 # 5. Needs
 # ---------------------------------------------------------------------------------------------
-def resolve_needs(spec: str, *, features: Sequence[str], side_info: Sequence[str], dataset: str) -> list[Need]:
-    """Parse ``a,b,c`` or ``all`` into needs this dataset can serve."""
+def resolve_needs(spec: str, *, features: Sequence[str], side_info: Sequence[str], dataset: str,
+                  yaml_names: Sequence[str] = ()) -> list[Need]:
+    """Parse ``a,b,c`` or ``all`` (the built-in needs + this run's ``--needs-yaml`` ones) into needs
+    this dataset can serve. ``all`` never picks up needs another caller registered in this process."""
     if spec.strip() == "all":
-        needs = [get_need(n) for n in list_needs()]
+        needs = [get_need(n) for n in sorted({*BUILTIN_NEEDS, *yaml_names})]
         needs = [n for n in needs if set(n.features) <= set(features) and set(n.side_info) <= set(side_info)]
         if not needs:
             raise DataPrepError(f"--needs all: no registered need can be served by {dataset}")
@@ -430,12 +432,13 @@ def resolve_needs(spec: str, *, features: Sequence[str], side_info: Sequence[str
 
 def split_needs(args, *, features: Sequence[str], side_info: Sequence[str], dataset: str) -> tuple[list[Need], list[Need]]:
     """(train needs, test needs) from --needs / --train-needs / --test-needs / --needs-yaml."""
+    yaml_names: list[str] = []
     if args.needs_yaml is not None:
         try:
-            load_needs_yaml(args.needs_yaml)
+            yaml_names = [need.name for need in load_needs_yaml(args.needs_yaml)]
         except (ValueError, FileNotFoundError) as e:
             raise DataPrepError(str(e)) from None
-    kw = dict(features=features, side_info=side_info, dataset=dataset)
+    kw = dict(features=features, side_info=side_info, dataset=dataset, yaml_names=yaml_names)
     train = resolve_needs(args.train_needs or args.needs, **kw)
     test = resolve_needs(args.test_needs or args.needs, **kw)
     return train, test

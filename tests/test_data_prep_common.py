@@ -120,3 +120,16 @@ def test_atomic_outputs_leave_nothing_on_failure(tmp_path):
     with AtomicOutputs(tmp_path) as out:
         out.temp_path("train.parquet").write_text("new")
     assert (tmp_path / "train.parquet").read_text() == "new" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_needs_all_is_the_builtins_plus_this_runs_yaml_only(tmp_path):
+    """A need registered earlier in the same process (another run's YAML) must not leak into 'all'."""
+    from data_prep.common import resolve_needs
+    from verl_flexrec.needs import BUILTIN_NEEDS, Need, register_need
+
+    register_need(Need(name="zz_leaked_need", title="t", instruction="i", base="interest", weights={}))
+    kw = dict(features=("interest", "novel_topic", "popularity"), side_info=("title", "category"), dataset="x")
+    names = [n.name for n in resolve_needs("all", **kw)]
+    assert "zz_leaked_need" not in names
+    assert "maximize_interest" in names and set(names) <= set(BUILTIN_NEEDS)
+    assert "zz_leaked_need" in [n.name for n in resolve_needs("all", yaml_names=["zz_leaked_need"], **kw)]

@@ -232,3 +232,6 @@ PRODUCT_SEARCH = register_need(
         side_info=("product_text",),
     )
 )
+
+# The needs every process has (YAML needs are added per run; `--needs all` means these + the run's own).
+BUILTIN_NEEDS: tuple[str, ...] = tuple(list_needs())
