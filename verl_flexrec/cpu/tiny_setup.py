@@ -1,0 +1,95 @@
+"""Build everything the tiny CPU job needs: fixture data, a tokenizer and a warm-started tiny model.
+
+``python -m verl_flexrec.cpu.tiny_setup --workdir DIR [--dataset ml-1m|kuairec]`` writes
+
+* ``DIR/raw/``: a small synthetic dataset in the official raw format (``tests/fixtures_raw.py``);
+* ``DIR/data/{train,test}.parquet``: the repository's data-prep script run on it (10 candidates,
+  5 history items), i.e. the same verl parquet a real run uses;
+* ``DIR/model/``: the tiny byte-level BPE tokenizer and a random-init 2-layer Qwen2
+  (``verl_flexrec.testing``), warm-started (:mod:`.warm_start`) so some rollouts are valid
+  rankings.
+
+It needs a clone of the repository (``data_prep/`` and ``tests/fixtures_raw.py``), and is
+deterministic for a seed. Existing outputs are rebuilt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DATASETS = {
+    # dataset: (fixture writer, data-prep script, extra data-prep flags)
+    "ml-1m": ("write_movielens", "movielens", ["--num-candidates", "10", "--history-len", "5"]),
+    "kuairec": ("write_kuairec", "kuairec", ["--num-candidates", "10", "--history-len", "5",
+                                             "--test-time-frac", "0.5"]),
+}
+
+
+def _fixtures_module():
+    tests_dir = REPO / "tests"
+    if not (tests_dir / "fixtures_raw.py").exists() or not (REPO / "data_prep").is_dir():
+        raise SystemExit(f"tiny_setup needs a clone of verl-flexrec: {tests_dir / 'fixtures_raw.py'} "
+                         f"or {REPO / 'data_prep'} is missing")
+    sys.path.insert(0, str(tests_dir))
+    import fixtures_raw
+
+    return fixtures_raw
+
+
+def build_data(workdir: Path, dataset: str, seed: int) -> Path:
+    """Raw fixture -> ``workdir/data/{train,test}.parquet`` via ``data_prep/<script>.py``."""
+    writer_name, script, flags = DATASETS[dataset]
+    fixtures = _fixtures_module()
+    raw = getattr(fixtures, writer_name)(workdir / "raw", seed=seed)
+    out = workdir / "data"
+    cmd = [sys.executable, str(REPO / "data_prep" / f"{script}.py"), "--raw-dir", str(raw), "--out-dir", str(out),
+           "--seed", str(seed), "--no-progress", *flags]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"data prep failed ({' '.join(cmd)}):\n{result.stderr}")
+    return out
+
+
+def build_model(workdir: Path, train_parquet: Path, *, sft_steps: int, seed: int) -> Path:
+    """Tokenizer + tiny Qwen2, warm-started on the training prompts, saved to ``workdir/model``."""
+    import pyarrow.parquet as pq
+
+    from verl_flexrec.schema import GroundTruth
+    from verl_flexrec.testing import build_tiny_model, build_tiny_tokenizer
+
+    from .warm_start import warm_start
+
+    out = workdir / "model"
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(tokenizer, seed=seed)
+    rows = pq.read_table(train_parquet).to_pylist()
+    prompts = [row["prompt"] for row in rows]
+    candidates = [GroundTruth.from_any(row["reward_model"]["ground_truth"]).candidates for row in rows]
+    if sft_steps > 0:
+        losses = warm_start(model, tokenizer, prompts, candidates, steps=sft_steps, seed=seed)
+        print(f"warm-start SFT: loss {losses[0]:.3f} -> {losses[-1]:.3f} over {sft_steps} steps")
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True, type=Path)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="ml-1m")
+    parser.add_argument("--sft-steps", type=int, default=300, help="warm-start steps (0 = random model)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    data = build_data(args.workdir, args.dataset, args.seed)
+    model = build_model(args.workdir, data / "train.parquet", sft_steps=args.sft_steps, seed=args.seed)
+    print(f"data: {data}\nmodel: {model}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
