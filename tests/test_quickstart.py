@@ -23,6 +23,8 @@ def quickstart(workdir: Path, raw: Path, *extra) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "verl_flexrec.quickstart", "--workdir", workdir, "--raw-dir", raw,
            "--format", "ml-100k", "--critic-epochs", "2", "--threads", "1", "--baselines", "random", "popularity",
            *extra]
+    if "--train-script" not in extra:
+        cmd.append("--skip-train")  # the real tiny verl job runs in tests/test_e2e_tiny_cpu.py
     return subprocess.run([str(c) for c in cmd], check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -113,14 +115,14 @@ def test_with_train_runs_the_job_with_the_prepared_files(first, tmp_path):
     import shutil
 
     shutil.copytree(root / "work", work)
-    missing = quickstart(work, root / "raw", "--with-train", "--train-script", tmp_path / "absent.sh")
+    missing = quickstart(work, root / "raw", "--train-script", tmp_path / "absent.sh")
     assert missing.returncode == 0, missing.stderr
     assert f"train: skipped, {tmp_path / 'absent.sh'} is not in this checkout yet" in missing.stdout
     job = tmp_path / "job.sh"
     job.write_text('set -eu\ntest -f "$TRAIN_FILE" && test -f "$VAL_FILE"\n'
                    '"$PYTHON" -c "import os, json; json.dump({k: os.environ[k] for k in '
                    '(\'TRAIN_FILE\', \'VAL_FILE\')}, open(os.environ[\'CKPT_DIR\'] + \'/env.json\', \'w\'))"\n')
-    result = quickstart(work, root / "raw", "--with-train", "--train-script", job)
+    result = quickstart(work, root / "raw", "--train-script", job)
     assert result.returncode == 0, result.stderr
     assert "[5/5] tiny FlexRec RL job on CPU: done" in result.stderr
     env = json.loads((work / "train" / "env.json").read_text())
@@ -128,7 +130,7 @@ def test_with_train_runs_the_job_with_the_prepared_files(first, tmp_path):
                    "VAL_FILE": str(work / "data" / "test.parquet")}
     failing = tmp_path / "fail.sh"
     failing.write_text("exit 3\n")
-    result = quickstart(work, root / "raw", "--with-train", "--train-script", failing)
+    result = quickstart(work, root / "raw", "--train-script", failing)
     assert result.returncode == 2 and "tiny CPU FlexRec training failed (exit 3)" in result.stderr
     assert not (work / ".tmp-train").exists()
 

@@ -1,6 +1,6 @@
 """Quickstart: MovieLens-100k end to end on a CPU, in one command.
 
-    python -m verl_flexrec.quickstart [--workdir flexrec-quickstart] [--limit-users N] [--with-train]
+    python -m verl_flexrec.quickstart [--workdir flexrec-quickstart] [--limit-users N] [--skip-train]
 
 Steps (each prints a header and shows the progress bars of the tool it runs):
 
@@ -20,9 +20,11 @@ Steps (each prints a header and shows the progress bars of the tool it runs):
 4. ``baselines`` ``python -m verl_flexrec.evaluate`` on the test rows (random, popularity, trending, BPR,
                  ALS, item-KNN; ``--baselines all`` adds SASRec, slow on a CPU): the results table
                  (``results.md``), ``results.json`` and ``results.png``.
-5. ``train``     (``--with-train``) the tiny CPU FlexRec job, ``recipes/flexrec/run_tiny_cpu.sh``, if
-                 this checkout has it, with ``TRAIN_FILE`` (the critic-filled training rows),
-                 ``VAL_FILE`` (the test rows), ``CKPT_DIR`` and ``PYTHON`` in its environment.
+5. ``train``     (unless ``--skip-train``) the tiny CPU FlexRec job, ``recipes/flexrec/run_tiny_cpu.sh``, if
+                 this checkout has it, run with the step folder as its work folder and ``TRAIN_FILE``
+                 (the critic-filled training rows), ``VAL_FILE`` (the test rows), ``CKPT_DIR`` and
+                 ``PYTHON`` in its environment: a warm-started tiny Qwen2 trained for 3 verl steps
+                 on seeded subsets of them (checkpoint, TensorBoard logs, per-token advantages).
 
 Re-running reuses every step whose outputs exist and whose settings (and those of the steps it
 builds on) are unchanged: each step writes into ``WORKDIR/.tmp-STEP`` and renames it to
@@ -201,7 +203,7 @@ def train_step(args, workdir: Path) -> Step:
     def run(tmp: Path) -> dict:
         env = {"TRAIN_FILE": str(workdir / "critic" / "train_filled.parquet"),
                "VAL_FILE": str(workdir / "data" / "test.parquet"), "CKPT_DIR": str(tmp), "PYTHON": sys.executable}
-        call(["bash", script], what="tiny CPU FlexRec training", env=env)
+        call(["bash", script, tmp], what="tiny CPU FlexRec training", env=env)
         return {"script": str(script)}
 
     return Step("train", "tiny FlexRec RL job on CPU", settings, run, ["critic"])
@@ -243,9 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads for the critic (default: 1; the critic is small, more threads mostly add "
                         "fork/join overhead, badly so on a busy CPU)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--with-train", action="store_true", help="also run the tiny CPU FlexRec job, if present")
+    p.add_argument("--skip-train", action="store_true",
+                   help="stop after the baselines: no tiny CPU FlexRec job (it takes ~3-8 min on 2 cores)")
     p.add_argument("--train-script", type=Path, default=TINY_RECIPE,
-                   help=f"the job --with-train runs (default: {TINY_RECIPE.relative_to(REPO)}); it gets TRAIN_FILE, "
+                   help=f"the training job (default: {TINY_RECIPE.relative_to(REPO)}); it gets TRAIN_FILE, "
                         "VAL_FILE, CKPT_DIR and PYTHON in its environment")
     p.add_argument("--force", action="store_true", help="redo every step")
     return p
@@ -253,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan(args, workdir: Path, raw: tuple[str, str]) -> list[Step]:
     steps = [data_step(args, raw), critic_step(args, workdir), baselines_step(args, workdir)]
-    if args.with_train:
+    if not args.skip_train:
         steps.append(train_step(args, workdir))
     return steps
 
@@ -278,6 +281,8 @@ def summary(workdir: Path, notes: list[str], seconds: float) -> str:
         f"results plot:  {res / 'results.png'}",
         f"critic report: {report / 'metrics.json'} and {report / 'reliability.png'}",
         f"RL data:       {workdir / 'critic' / 'train_filled.parquet'} (critic-filled), {workdir / 'data' / 'test.parquet'}",
+        *([f"tiny RL job:   {train / 'checkpoints'} (checkpoints), {train / 'tensorboard'} (TensorBoard, flexrec/*)"]
+          if (train := workdir / "train").is_dir() else []),
         f"wall time:     {seconds:.0f} s",
     ]
     return "\n".join(lines)
@@ -301,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = []
     sigs: dict[str, str] = {}
     try:
-        total = 5 if args.with_train else 4
+        total = 4 if args.skip_train else 5
         print(f"[1/{total}] fetch MovieLens-100k ...", file=sys.stderr, flush=True)
         raw = fetch(args)
         print(f"[1/{total}] fetch MovieLens-100k: {raw[1]} files in {raw[0]}", file=sys.stderr, flush=True)

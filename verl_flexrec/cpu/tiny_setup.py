@@ -4,7 +4,8 @@
 
 * ``DIR/raw/``: a small synthetic dataset in the official raw format (``tests/fixtures_raw.py``);
 * ``DIR/data/{train,test}.parquet``: the repository's data-prep script run on it (10 candidates,
-  5 history items), i.e. the same verl parquet a real run uses;
+  5 history items), i.e. the same verl parquet a real run uses; or, with ``--train-file`` /
+  ``--val-file``, seeded subsets of parquet you prepared (the quickstart passes ML-100k);
 * ``DIR/model/``: the tiny byte-level BPE tokenizer and a random-init 2-layer Qwen2
   (``verl_flexrec.testing``), warm-started (:mod:`.warm_start`) so some rollouts are valid
   rankings.
@@ -54,6 +55,28 @@ def build_data(workdir: Path, dataset: str, seed: int) -> Path:
     return out
 
 
+def copy_data(workdir: Path, train_file: Path, val_file: Path, *, max_train: int, max_val: int, seed: int) -> Path:
+    """Prepared parquet (e.g. the quickstart's ML-100k) -> ``workdir/data``, seeded row subsets.
+
+    A tiny CPU job runs 3 steps of 2 prompts and validates on every ``val`` row twice, so both
+    files are cut down; the training subset also feeds the warm start.
+    """
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    out = workdir / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    for src, name, cap in ((train_file, "train.parquet", max_train), (val_file, "test.parquet", max_val)):
+        if not Path(src).is_file():
+            raise SystemExit(f"tiny_setup: {src} not found")
+        table = pq.read_table(src)
+        if table.num_rows > cap:
+            keep = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=cap, replace=False))
+            table = table.take(keep)
+        pq.write_table(table, out / name)
+    return out
+
+
 def build_model(workdir: Path, train_parquet: Path, *, sft_steps: int, seed: int) -> Path:
     """Tokenizer + tiny Qwen2, warm-started on the training prompts, saved to ``workdir/model``."""
     import pyarrow.parquet as pq
@@ -83,9 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="ml-1m")
     parser.add_argument("--sft-steps", type=int, default=300, help="warm-start steps (0 = random model)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-file", type=Path, default=None,
+                        help="use this prepared verl parquet instead of the fixture (needs --val-file)")
+    parser.add_argument("--val-file", type=Path, default=None)
+    parser.add_argument("--max-train-rows", type=int, default=256, help="with --train-file: seeded subset size")
+    parser.add_argument("--max-val-rows", type=int, default=16, help="with --val-file: seeded subset size")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    data = build_data(args.workdir, args.dataset, args.seed)
+    if (args.train_file is None) != (args.val_file is None):
+        parser.error("--train-file and --val-file go together")
+    if args.train_file is not None:
+        data = copy_data(args.workdir, args.train_file, args.val_file, max_train=args.max_train_rows,
+                         max_val=args.max_val_rows, seed=args.seed)
+    else:
+        data = build_data(args.workdir, args.dataset, args.seed)
     model = build_model(args.workdir, data / "train.parquet", sft_steps=args.sft_steps, seed=args.seed)
     print(f"data: {data}\nmodel: {model}")
     return 0
