@@ -61,6 +61,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from verl_flexrec.argtypes import positive_int
 from verl_flexrec.needs import BUILTIN_NEEDS, Need, get_need, load_needs_yaml
 from verl_flexrec.prompt import ID_STYLES, Candidate, HistoryItem, build_messages, candidate_ids
 from verl_flexrec.schema import GroundTruth
@@ -100,13 +101,6 @@ def run_main(main: Callable[[list[str] | None], None], argv: list[str] | None = 
 # ---------------------------------------------------------------------------------------------
 # 2. Command-line flags
 # ---------------------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:
@@ -131,13 +125,13 @@ def base_parser(description: str, *, default_needs: str, train_size: int | None,
                    help="with several train needs: 'sample' gives each training context one need drawn "
                         "uniformly (a uniform mix over (user, need)); 'all' repeats each context once per "
                         "need (default: sample). Test contexts always get one row per test need.")
-    p.add_argument("--num-candidates", type=_positive_int, default=30, help="candidates per prompt (default: 30)")
+    p.add_argument("--num-candidates", type=positive_int, default=30, help="candidates per prompt (default: 30)")
     p.add_argument("--id-style", choices=ID_STYLES, default="index",
                    help="candidate ids in the prompt: 'index' = 1..K in prompt order, 'item' = dataset item ids "
                         "(default: index)")
-    p.add_argument("--train-size", type=_positive_int, default=train_size,
+    p.add_argument("--train-size", type=positive_int, default=train_size,
                    help=f"number of training contexts, sampled with the seed (default: {train_size or 'all'})")
-    p.add_argument("--test-size", type=_positive_int, default=test_size,
+    p.add_argument("--test-size", type=positive_int, default=test_size,
                    help=f"number of test contexts, sampled with the seed (default: {test_size or 'all'})")
     p.add_argument("--download", action="store_true",
                    help="first download the official files into --raw-dir (resumable, checksum-verified)")
@@ -152,13 +146,13 @@ def base_parser(description: str, *, default_needs: str, train_size: int | None,
 
 def add_interaction_args(p: argparse.ArgumentParser, *, split: str, test_time_frac: float) -> None:
     """Flags of the interaction datasets (KuaiRec, MovieLens)."""
-    p.add_argument("--history-len", type=_positive_int, default=20,
+    p.add_argument("--history-len", type=positive_int, default=20,
                    help="most recent distinct items shown as the user's history (default: 20)")
-    p.add_argument("--novelty-window", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--novelty-window", type=positive_int, default=None, metavar="N",
                    help="Explore New Topics: a candidate is novel when none of its categories appears among the "
                         "user's N most recent history items (the paper's 'recent history'; default: the whole "
                         "shown history, --history-len items)")
-    p.add_argument("--min-history", type=_positive_int, default=5,
+    p.add_argument("--min-history", type=positive_int, default=5,
                    help="skip contexts with fewer distinct history items (default: 5)")
     p.add_argument("--split", choices=("global", "user"), default=split,
                    help="time split: 'global' = one cut-off time for everybody (the --test-time-frac "
@@ -166,7 +160,7 @@ def add_interaction_args(p: argparse.ArgumentParser, *, split: str, test_time_fr
                         f"of the user's K-th most recent interaction (default: {split})")
     p.add_argument("--test-time-frac", type=_fraction, default=test_time_frac,
                    help=f"global split: fraction of test-source interactions after the cut-off (default: {test_time_frac})")
-    p.add_argument("--train-per-user", type=_positive_int, default=1,
+    p.add_argument("--train-per-user", type=positive_int, default=1,
                    help="training contexts (cut-off anchors) drawn per user (default: 1)")
     p.add_argument("--sparse-frac", type=_fraction, nargs="?", const=0.1, default=None,
                    help="sparse-feedback variant: keep only this fraction of training interactions observed "

@@ -45,6 +45,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .argtypes import positive_int
+
 REPO = Path(__file__).resolve().parents[1]
 DATA_PREP = REPO / "data_prep"
 TINY_RECIPE = REPO / "recipes" / "flexrec" / "run_tiny_cpu.sh"
@@ -212,13 +214,6 @@ def train_step(args, workdir: Path) -> Step:
 # ---------------------------------------------------------------------------------------------
 # Driver
 # ---------------------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m verl_flexrec.quickstart", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__[__doc__.index("Steps"):], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -230,18 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use MovieLens-100k files already here instead of fetching (see --format)")
     p.add_argument("--format", choices=("ml-100k", "ml-100k-parquet"), default="ml-100k",
                    help="layout of --raw-dir: GroupLens' u.data/u.item/u.user or the widedeep parquet files")
-    p.add_argument("--limit-users", type=_positive_int, default=None,
+    p.add_argument("--limit-users", type=positive_int, default=None,
                    help="at most this many test users and training contexts (seeded sample); default: all")
-    p.add_argument("--num-candidates", type=_positive_int, default=10, help="candidates per prompt (default: 10)")
-    p.add_argument("--history-len", type=_positive_int, default=20,
+    p.add_argument("--num-candidates", type=positive_int, default=10, help="candidates per prompt (default: 10)")
+    p.add_argument("--history-len", type=positive_int, default=20,
                    help="rated movies shown as the history (default: 20; fewer = shorter prompts for tiny models)")
     p.add_argument("--sparse-frac", type=float, default=0.1,
                    help="observed share of training ratings (default: 0.1, the paper's sparse setting)")
     p.add_argument("--baselines", nargs="+", default=list(DEFAULT_BASELINES),
                    help=f"baselines to evaluate (default: {' '.join(DEFAULT_BASELINES)}; 'all' adds SASRec, "
                         f"which takes many minutes on a CPU)")
-    p.add_argument("--critic-epochs", type=_positive_int, default=None, help="critic: maximum epochs")
-    p.add_argument("--threads", type=_positive_int, default=1,
+    p.add_argument("--critic-epochs", type=positive_int, default=None, help="critic: maximum epochs")
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads for the critic (default: 1; the critic is small, more threads mostly add "
                         "fork/join overhead, badly so on a busy CPU)")
     p.add_argument("--seed", type=int, default=0)

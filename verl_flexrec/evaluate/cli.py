@@ -15,25 +15,12 @@ import shlex
 import sys
 from typing import Any
 
+from ..argtypes import non_negative_int, positive_int
 from .backends import BACKENDS, BackendError
 from .baselines import BASELINES, REFERENCE_RANKERS, BaselineError
 from .data import EvalDataError
 
 __all__ = ["build_parser", "main", "parse_baseline_options"]
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def _value(text: str) -> Any:
@@ -79,14 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-option", action="append", default=[], metavar="NAME.KEY=VALUE",
                    help="override a baseline default, e.g. sasrec.n_epochs=5 or bpr.factors=32 (repeatable)")
     p.add_argument("--out-dir", required=True, help="folder for results.json, results.md, results.png")
-    p.add_argument("--limit", type=_positive, default=None, help="evaluate only the first N rows")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N rows")
     p.add_argument("--seed", type=int, default=0, help="seed of ties, random baseline, training, shuffles, bootstrap")
-    p.add_argument("--shuffle-seeds", type=_non_negative, default=0,
+    p.add_argument("--shuffle-seeds", type=non_negative_int, default=0,
                    help="also evaluate N candidate-order shuffles and report the spread (position bias)")
-    p.add_argument("--bootstrap", type=_non_negative, default=1000, help="bootstrap replicates (0: no intervals)")
+    p.add_argument("--bootstrap", type=non_negative_int, default=1000, help="bootstrap replicates (0: no intervals)")
     g = p.add_argument_group("generation (model only)")
-    g.add_argument("--batch-size", type=_positive, default=8, help="hf backend: prompts per generate call")
-    g.add_argument("--max-new-tokens", type=_positive, default=1024)
+    g.add_argument("--batch-size", type=positive_int, default=8, help="hf backend: prompts per generate call")
+    g.add_argument("--max-new-tokens", type=positive_int, default=1024)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--no-require-think", action="store_true",
