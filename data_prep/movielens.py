@@ -122,7 +122,7 @@ SOURCES_100K = [
     Source(
         url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
         dest="ml-100k.zip",
-        checksum="md5:0e33842e24a9c977be4e0107933c0723",  # published in ml-100k.zip.md5
+        checksum="md5:0e33842e24a9c977be4e0107933c0723",  # GroupLens publishes ml-100k.zip.md5; copied from third-party code (not reachable here)
         extract=True,
     )
 ]
