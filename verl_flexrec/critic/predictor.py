@@ -187,6 +187,11 @@ class CriticPredictor:
         keys = u * (len(self.items) + 1) + i
         return np.where((u > 0) & (i > 0), keys, -1)
 
+    def seen_pairs(self) -> set[tuple[str, str]]:
+        """``(user_id, item_id)`` of every observed point the critic learned from."""
+        width = len(self.items) + 1
+        return {(self.users.values[k // width - 1], self.items.values[k % width - 1]) for k in self.train_pairs.tolist()}
+
     def seen_in_training(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> np.ndarray:
         """True where the (user, item) pair was a training point (not the held-out slice)."""
         if not len(self.train_pairs):
