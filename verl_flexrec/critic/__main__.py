@@ -49,16 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs")
     t.add_argument("--ensemble", type=int, default=d.ensemble, help="deep-ensemble members")
-    t.add_argument("--val-frac", type=float, default=d.val_frac, help="held-out observed share for early stopping")
+    t.add_argument("--val-frac", type=float, default=d.val_frac,
+                   help="validation share (each user's latest points) for early stopping and calibration")
     t.add_argument(
         "--patience", type=int, default=d.patience, help="epochs without val-NLL improvement before stopping"
     )
     t.add_argument("--batch-size", type=int, default=d.batch_size)
     t.add_argument("--lr", type=float, default=d.lr)
     t.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    t.add_argument("--emb-dim", type=int, default=d.emb_dim)
+    t.add_argument("--emb-dim", type=int, default=d.emb_dim, help="category / need embedding size")
     t.add_argument("--hidden", type=_hidden, default=d.hidden, help="MLP sizes, comma-separated")
-    t.add_argument("--id-dropout", type=float, default=d.id_dropout, help="P(id -> unknown) per sample")
+    t.add_argument("--folds", type=int, default=d.folds, help="cross-fitting folds of the support features")
+    t.add_argument("--bias-reg", type=float, default=d.bias_reg,
+                   help="ridge penalty of the user / item biases (default: chosen on the validation slice)")
+    t.add_argument("--mf-dim", type=int, default=d.mf_dim, help="MF factors of the MF feature (0: none)")
     t.add_argument("--beta", type=float, default=d.beta, help="beta-NLL exponent (0 = Gaussian NLL)")
     t.add_argument("--use-need", action="store_true", help="condition on the need (default: need-free base signal)")
     t.add_argument("--no-categories", action="store_true", help="ignore item categories")
@@ -134,13 +138,15 @@ def _cmd_train(a) -> dict:
         ensemble=a.ensemble,
         emb_dim=a.emb_dim,
         hidden=a.hidden,
+        folds=a.folds,
+        bias_reg=a.bias_reg,
+        mf_dim=a.mf_dim,
         use_categories=not a.no_categories,
         use_need=a.use_need,
         epochs=a.epochs,
         batch_size=a.batch_size,
         lr=a.lr,
         weight_decay=a.weight_decay,
-        id_dropout=a.id_dropout,
         beta=a.beta,
         val_frac=a.val_frac,
         patience=a.patience,

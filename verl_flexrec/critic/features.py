@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BiasModel", "SupportFeatures", "FEATURE_NAMES"]
+__all__ = ["BiasModel", "FEATURE_NAMES", "SupportFeatures", "mf_factors"]
 
 FEATURE_NAMES = ("user_bias", "item_bias", "log1p_user_count", "log1p_item_count", "log_user_s2", "log_item_s2")
 
@@ -67,7 +67,7 @@ class BiasModel:
         return self.global_mean + self.user_bias[users] + self.item_bias[items]
 
 
-def _mf_factors(users, items, residual, n_users, n_items, k: int, reg: float, seed: int):
+def mf_factors(users, items, residual, n_users, n_items, k: int, reg: float, seed: int):
     """cornac MF (SGD, no biases) on bias-model residuals: ``(P (n_users+1, k), Q (n_items+1, k))``."""
     import cornac
     from cornac.data import Dataset
@@ -117,7 +117,7 @@ class SupportFeatures:
         self.s2_i = (np.bincount(items, weights=resid**2, minlength=n_items + 1) + prior) / (self.count_i + self.prior)
         self.s2_u[0] = self.s2_i[0] = max(s2, 1e-12)
         if self.mf_dim:
-            self.mf_p, self.mf_q = _mf_factors(users, items, resid, n_users, n_items, self.mf_dim, self.mf_reg, self.seed)
+            self.mf_p, self.mf_q = mf_factors(users, items, resid, n_users, n_items, self.mf_dim, self.mf_reg, self.seed)
         return self
 
     def transform(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
