@@ -152,3 +152,26 @@ def test_critic_package_imports_no_verl_and_no_heavy_optional_deps():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_validation_split_holds_out_each_users_latest_points():
+    from verl_flexrec.critic.data import validation_split
+
+    # u1: 10 points (t = 0..9), u2: 3 points, u3: 1 point (stays in training)
+    users = ["u1"] * 10 + ["u2"] * 3 + ["u3"]
+    ts = list(range(10)) + [5.0, 1.0, 3.0] + [100.0]
+    inter = Interactions(np.array(users, dtype=object), np.array([f"i{k}" for k in range(14)], dtype=object), None,
+                         np.arange(14.0), timestamps=np.array(ts, dtype=float))
+    tr, va = validation_split(inter, 0.2, seed=0)
+    # ceil(0.2 * 10) = 2 latest of u1 (t = 9, 8), ceil(0.2 * 3) = 1 latest of u2 (t = 5), none of u3
+    assert sorted(va.tolist()) == [8, 9, 10]
+    assert sorted(tr.tolist() + va.tolist()) == list(range(14))
+    # without timestamps: a random 20 %
+    tr2, va2 = validation_split(Interactions(inter.user_ids, inter.item_ids, None, inter.interest), 0.2, seed=0)
+    assert len(va2) == 3 and len(tr2) == 11
+    # ties in time are broken at random (seeded), never by position
+    tied = Interactions(np.array(["u"] * 40, dtype=object), np.array([f"i{k}" for k in range(40)], dtype=object), None,
+                        np.zeros(40), timestamps=np.zeros(40))
+    picks = {tuple(validation_split(tied, 0.1, seed=s)[1]) for s in range(5)}
+    assert len(picks) > 1 and all(len(p) == 4 for p in picks)
+    assert validation_split(inter, 0.0)[1].size == 0
