@@ -53,7 +53,8 @@ def test_mf_matches_cornac_own_scores():
     from cornac.data import Dataset
 
     rng = np.random.default_rng(1)
-    triples = [(f"u{a}", f"i{b}", float(rng.integers(1, 6))) for a in range(12) for b in range(15) if rng.random() < 0.5]
+    triples = [(f"u{a}", f"i{b}", float(rng.integers(1, 6)))
+               for a in range(12) for b in range(15) if rng.random() < 0.5]
     f = MFFiller(reg=0.05, k=4, max_iter=30, seed=3).fit(_inter(triples))
     # the reference: cornac itself on the same triples (same order, so the same internal indices)
     ds = Dataset.from_uir(triples, seed=3)

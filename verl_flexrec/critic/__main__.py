@@ -218,7 +218,8 @@ def _cmd_evaluate(a) -> dict:
     report.update(points_in_data=n_all, points_excluded_as_training=n_all - len(test), notes=notes,
                   data=[Path(p).name for p in a.data], train_data=[Path(p).name for p in train_paths or []],
                   validation={"val_frac": val_frac, "seed": seed})
-    title = f"fillers on {', '.join(Path(p).name for p in a.data)}"
+    what = "critic and baselines" if critic is not None else "baselines"
+    title = f"{what} on {', '.join(Path(p).name for p in a.data)}"
     paths = write_report(report, a.out_dir, title=title)
     if a.json:
         summary = {k: {m: v["metrics"][m]["mean"] for m in ("nll", "rmse", "coverage_50", "coverage_90")}

@@ -9,12 +9,12 @@ Mean predictors (each returns a *unit* variance; :func:`fit_baselines` gives it 
 ``user_knn`` / ``item_knn`` (:mod:`.knn`) predict a variance of their own (neighbour spread).
 
 How every baseline gets its variance (:func:`fit_baselines`), the same for all of them and the
-same slice the critic calibrates on: fit on the training part ``T``, choose the one
-regularisation knob (grid below) by the held-out MSE on the validation slice ``V`` (each user's
-most recent points, :func:`~verl_flexrec.critic.data.validation_split`), set the variance to
-``scale * native_variance`` with ``scale = mean((y - mean)^2 / native_variance)`` on ``V`` -- the
-NLL-optimal scalar, i.e. the held-out residual variance for a mean predictor -- and refit on
-``T + V`` for the final means. A variance from *held-out* residuals matters: in-sample residuals
+same slice the critic calibrates on: fit on the training part ``T``; on the validation slice ``V``
+(each user's most recent points, :func:`~verl_flexrec.critic.data.validation_split`) set the
+variance to ``scale * native_variance`` with ``scale = mean((y - mean)^2 / native_variance)`` -- the
+NLL-optimal scalar, i.e. the held-out residual variance for a mean predictor -- and choose the one
+knob (grid in :data:`BASELINES`) with the best validation NLL (for a mean predictor: the best
+MSE); then refit on ``T + V`` for the final means. A variance from *held-out* residuals matters: in-sample residuals
 of a bias model are ~20 % smaller than its errors on new points, which alone costs ~0.05 nats.
 """
 

@@ -90,10 +90,11 @@ def gaussian_metrics(y, mean, var) -> dict:
 
 
 def variance_bins(y, mean, var, bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """(mean predicted std, empirical RMSE) in quantile bins of the predicted std."""
+    """(mean predicted std, empirical RMSE) in quantile bins of the predicted std (one bin when
+    the variance is constant: any split of it would be arbitrary)."""
     sd = np.sqrt(np.asarray(var))
     err2 = (np.asarray(y) - np.asarray(mean)) ** 2
-    bins = max(1, min(bins, len(sd)))
+    bins = max(1, min(bins, len(sd))) if _has_own_variance(var) else 1
     groups = [g for g in np.array_split(np.argsort(sd, kind="stable"), bins) if len(g)]
     return np.array([sd[g].mean() for g in groups]), np.array([math.sqrt(err2[g].mean()) for g in groups])
 
@@ -201,10 +202,12 @@ def compare_fillers(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    not_baselines: tuple[str, ...] = (),
 ) -> dict:
     """Score every filler on the same points of ``test``; see the module doc for the figures.
 
-    ``known_users`` / ``known_items`` (sets of ids in the training data) define the cold groups.
+    ``known_users`` / ``known_items`` (sets of ids in the training data) define the cold groups;
+    ``not_baselines`` are scored but are no competitors in the goals (e.g. a simulator's truth).
     Returns a JSON-able dict plus ``_arrays`` (``{name: (y, mean, var)}``) for plots.
     """
     if not len(test):
@@ -251,15 +254,15 @@ def compare_fillers(
         for kind, parts in _groups(test, known_users, known_items).items()
     }
     if reference is not None:
-        report["goal"] = _goal(report, reference)
+        report["goal"] = _goal(report, reference, set(not_baselines))
     report["_arrays"] = {name: (y, *p) for name, p in preds.items()}
     return report
 
 
-def _goal(report: dict, ref: str) -> dict:
+def _goal(report: dict, ref: str, skip: set[str]) -> dict:
     """The critic's targets (issue 21): each a bool with the numbers it rests on."""
     f = report["fillers"]
-    others = {n: v for n, v in f.items() if n != ref}
+    others = {n: v for n, v in f.items() if n != ref and n not in skip}
     out: dict = {}
     if others:
         best = min(others, key=lambda n: others[n]["metrics"]["nll"]["mean"])

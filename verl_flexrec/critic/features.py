@@ -117,7 +117,8 @@ class SupportFeatures:
         self.s2_i = (np.bincount(items, weights=resid**2, minlength=n_items + 1) + prior) / (self.count_i + self.prior)
         self.s2_u[0] = self.s2_i[0] = max(s2, 1e-12)
         if self.mf_dim:
-            self.mf_p, self.mf_q = mf_factors(users, items, resid, n_users, n_items, self.mf_dim, self.mf_reg, self.seed)
+            self.mf_p, self.mf_q = mf_factors(
+                users, items, resid, n_users, n_items, self.mf_dim, self.mf_reg, self.seed)
         return self
 
     def transform(self, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -118,7 +118,7 @@ def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]
             continue
         ax1.plot(LEVELS, coverage_curve(y, mean, var), "o-", ms=3, label=label)
         sd, rmse = variance_bins(y, mean, var)
-        ax2.plot(sd, rmse, "o-", ms=3, label=label)
+        ax2.plot(sd, rmse, "o-", ms=3 if len(sd) > 1 else 7, label=label)
         lo, hi = min(lo, float(sd.min()), float(rmse.min())), max(hi, float(sd.max()), float(rmse.max()))
     ax1.set(xlabel="nominal central-interval level", ylabel="observed coverage", xlim=(0, 1), ylim=(0, 1),
             title="interval coverage")
