@@ -1,10 +1,15 @@
 """Command line: ``python -m verl_flexrec.critic {train,fill,evaluate,synth} ...``.
 
-    python -m verl_flexrec.critic train    --data OUT/train.parquet --out critic.pt
-    python -m verl_flexrec.critic evaluate --critic critic.pt --data OUT/test.parquet --out-dir reports/critic
+    python -m verl_flexrec.critic train    --data OUT/interactions.parquet OUT/train.parquet --out critic.pt
+    python -m verl_flexrec.critic evaluate --critic critic.pt --data OUT/test.parquet \
+                                           --train-data OUT/interactions.parquet OUT/train.parquet --out-dir rep/
     python -m verl_flexrec.critic fill     --critic critic.pt --data OUT/train.parquet --out OUT/train.filled.parquet
     python -m verl_flexrec.critic fill     --filler item_knn --data OUT/train.parquet --out OUT/train.iknn.parquet
     python -m verl_flexrec.critic synth    --out-dir /tmp/synth          # toy train/test parquet
+
+``evaluate`` prints the critic-vs-baselines table (constant, ridge bias, cornac MF, user/item-KNN;
+NLL, RMSE, coverage, variance information, breakdowns, bootstrap intervals; docs/critic.md) and
+writes ``report.md``, ``metrics.json`` and ``reliability.png``; ``--json`` prints a summary instead.
 
 Bad input exits with status 2 and one ``error: FILE: row N: reward_model.ground_truth.FIELD ...``
 line; outputs are written atomically, so nothing is half-written.

@@ -44,7 +44,6 @@ __all__ = ["CriticTrainingError", "train_critic"]
 BIAS_REG_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)  # "stronger regularisation for sparse or noisy data"
 DEFAULT_BIAS_REG = 5.0  # without a validation slice
 MF_REG_GRID = (0.03, 0.1, 0.3, 1.0)
-DEFAULT_MF_REG = 0.1  # without a validation slice
 # MF must beat the biases by this many standard errors on validation: measured t of the best grid
 # value: <= 2.2 on the noise-only KuaiRec fixture and on sparse ML-100k (3 seeds), 22 on the
 # synthetic matrix with rank-4 structure; 3 also covers picking the best of 4 penalties
@@ -142,7 +141,7 @@ def _choose_mf_reg(config, bias_reg, tu, ti, ty, vu, vi, vy, nu: int, ni: int) -
     if not config.mf_dim or config.mf_reg is not None:
         return config.mf_reg if config.mf_dim else None
     if len(vy) < 2:
-        return DEFAULT_MF_REG
+        return None  # no evidence that it helps (set mf_reg to use it anyway)
     bias = BiasModel(bias_reg, bias_reg).fit(tu, ti, ty, nu, ni)
     resid, base = ty - bias.predict(tu, ti), bias.predict(vu, vi)
     err0 = (vy - base) ** 2
