@@ -97,44 +97,42 @@ def test_train_reports_summary(workdir, capsys):
     assert out["n_val"] > 0 and out["n_users"] > 0 and out["epochs_run"] <= 2 and out["var_scale"] > 0
 
 
-def test_evaluate_writes_json_and_png(workdir, trained, capsys):
+def test_evaluate_compares_the_critic_with_every_baseline(workdir, trained, capsys):
+    rep_dir = workdir / "report"
     rc, out, _ = _run(
-        [
-            "evaluate",
-            "--critic",
-            str(trained),
-            "--data",
-            str(workdir / "test.parquet"),
-            "--out-dir",
-            str(workdir / "report"),
-        ],
+        ["evaluate", "--critic", str(trained), "--data", str(workdir / "test.parquet"), "--train-data",
+         str(workdir / "train.parquet"), "--out-dir", str(rep_dir), "--n-boot", "200", "--json"],
         capsys,
     )
     assert rc == 0
-    metrics = json.loads((workdir / "report" / "metrics.json").read_text())
-    m = metrics["metrics"]
-    assert m["n"] > 0 and np.isfinite([m["nll"], m["rmse"], m["coverage_50"], m["coverage_90"]]).all()
-    assert "baseline_constant" in metrics and "by_group" in metrics and "coverage_curve" in metrics
-    png = (workdir / "report" / "reliability.png").read_bytes()
+    assert set(out["fillers"]) == {"critic", "constant", "bias", "mf", "user_knn", "item_knn"}
+    metrics = json.loads((rep_dir / "metrics.json").read_text())
+    assert metrics["n"] == out["n"] > 0 and metrics["reference"] == "critic"
+    for name, f in metrics["fillers"].items():
+        m = f["metrics"]
+        for key in ("nll", "rmse", "coverage_50", "coverage_90"):
+            assert m[key]["low"] <= m[key]["mean"] <= m[key]["high"], (name, key)
+        assert (f["vs_reference"] == {}) == (name == "critic")
+        # mean-only baselines have one constant variance: no variance information
+        assert (f["variance_information"] is None) == (name in ("constant", "bias", "mf")), name
+    assert set(metrics["groups"]) >= {"user", "item"} and "goal" in metrics
+    assert "/" not in "".join(metrics["data"] + metrics["train_data"])  # no machine paths in results
+    png = (rep_dir / "reliability.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    # on the training file itself only the held-out slice is scored by default
-    rc, out, _ = _run(
-        [
-            "evaluate",
-            "--critic",
-            str(trained),
-            "--data",
-            str(workdir / "train.parquet"),
-            "--out-dir",
-            str(workdir / "report_train"),
-        ],
-        capsys,
-    )
-    rep = json.loads((workdir / "report_train" / "metrics.json").read_text())
-    assert rc == 0 and rep["points_excluded_as_training"] > 0 and rep["metrics"]["n"] > 0
+    md = (rep_dir / "report.md").read_text()
+    assert "| critic |" in md and "Does the variance carry information?" in md
+    # without --json the table itself is printed
+    rc = main(["evaluate", "--critic", str(trained), "--data", str(workdir / "test.parquet"), "--train-data",
+               str(workdir / "train.parquet"), "--out-dir", str(workdir / "report2"), "--n-boot", "0"])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "| bias |" in printed and "Goals for `critic`" in printed
+    # on its own training file nothing is held out: one clear error
+    rc, _, err = _run(["evaluate", "--critic", str(trained), "--data", str(workdir / "train.parquet"),
+                       "--out-dir", str(workdir / "report_train")], capsys)
+    assert rc == 2 and "nothing is held out" in err and "--include-train" in err
 
 
-@pytest.mark.parametrize("filler", ["critic", "user_knn", "item_knn"])
+@pytest.mark.parametrize("filler", ["critic", "user_knn", "item_knn", "bias"])
 def test_fill_round_trip(workdir, trained, capsys, filler):
     src, dst = workdir / "train.parquet", workdir / f"filled_{filler}.parquet"
     args = ["fill", "--data", str(src), "--out", str(dst), "--filler", filler]
@@ -154,22 +152,15 @@ def test_fill_round_trip(workdir, trained, capsys, filler):
     assert n_var == out["filled"]
 
 
-def test_knn_evaluate(workdir, capsys):
+def test_baselines_only_evaluate(workdir, capsys):
     rc, out, _ = _run(
-        [
-            "evaluate",
-            "--filler",
-            "item_knn",
-            "--knn-data",
-            str(workdir / "train.parquet"),
-            "--data",
-            str(workdir / "test.parquet"),
-            "--out-dir",
-            str(workdir / "knn_report"),
-        ],
+        ["evaluate", "--baselines", "constant", "item_knn", "--train-data", str(workdir / "train.parquet"),
+         "--data", str(workdir / "test.parquet"), "--out-dir", str(workdir / "knn_report"), "--json"],
         capsys,
     )
-    assert rc == 0 and out["metrics_summary"]["n"] > 0
+    assert rc == 0 and set(out["fillers"]) == {"constant", "item_knn"} and out["goal"] == {}
+    rc, _, err = _run(["evaluate", "--data", str(workdir / "test.parquet"), "--out-dir", str(workdir / "x")], capsys)
+    assert rc == 2 and "--train-data" in err
 
 
 def test_bad_input_is_one_clear_error(workdir, trained, capsys, tmp_path):
@@ -230,8 +221,11 @@ def test_train_evaluate_fill_on_data_prep_kuairec_fixture(tmp_path, capsys):
         capsys,
     )
     assert rc == 0, err
-    rc, res, err = _run(["evaluate", "--critic", str(ckpt), "--data", str(test), "--out-dir", str(out / "rep")], capsys)
-    assert rc == 0 and res["metrics_summary"]["n"] > 0, err
+    rc, res, err = _run(["evaluate", "--critic", str(ckpt), "--data", str(test), "--train-data", str(train),
+                         "--out-dir", str(out / "rep"), "--n-boot", "100", "--json"], capsys)
+    assert rc == 0 and res["n"] > 0 and "critic" in res["fillers"] and "bias" in res["fillers"], err
+    rep = json.loads((out / "rep" / "metrics.json").read_text())
+    assert "time_since_cutoff" in rep["groups"]  # KuaiRec rows carry candidate_ts and cutoff_ts
     rc, res, err = _run(
         ["fill", "--critic", str(ckpt), "--data", str(train), "--out", str(out / "filled.parquet")], capsys
     )

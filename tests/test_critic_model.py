@@ -34,51 +34,64 @@ def test_ensemble_moments_law_of_total_variance():
 
 def _model(**kw):
     cfg = CriticConfig(ensemble=3, emb_dim=8, hidden=(16,), use_need=True, **kw)
-    cats = torch.tensor([[0, 0], [1, 2], [2, 0], [3, 1], [0, 0]])
-    return CriticEnsemble(cfg, n_users=6, n_items=4, n_categories=3, n_needs=2, item_categories=cats)
+    return CriticEnsemble(cfg, n_features=4, n_categories=3, n_needs=2)
 
 
 def test_forward_shapes_and_positive_variance():
     torch.manual_seed(0)
     m = _model()
-    u, i = torch.tensor([0, 1, 6, 3]), torch.tensor([1, 0, 4, 2])
-    mu, var = m(u, i)
+    x = torch.randn(4, 4)
+    mu, var = m(x, torch.tensor([[1, 2], [0, 0], [3, 0], [2, 1]]), torch.tensor([0, 1, 2, 1]))
     assert mu.shape == var.shape == (3, 4)
     assert (var > 0).all() and torch.isfinite(mu).all()
     # members are independent networks: their predictions differ
     assert not torch.allclose(mu[0], mu[1])
 
 
-def test_per_member_indices_equal_broadcast_indices():
+def test_per_member_inputs_equal_broadcast_inputs():
     torch.manual_seed(0)
     m = _model()
-    u, i, k = torch.tensor([1, 2, 5]), torch.tensor([1, 3, 0]), torch.tensor([1, 2, 0])
-    shared = m(u, i, k)
-    per_member = m(u.expand(3, -1), i.expand(3, -1), k.expand(3, -1), m.item_categories[i].expand(3, -1, -1))
+    x, c, k = torch.randn(3, 4), torch.tensor([[1, 2], [3, 0], [0, 0]]), torch.tensor([1, 2, 0])
+    shared = m(x, c, k)
+    per_member = m(x.expand(3, -1, -1), c.expand(3, -1, -1), k.expand(3, -1))
     for a, b in zip(shared, per_member):
         assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_category_override_changes_prediction_only_through_categories():
+def test_categories_change_only_their_own_point_and_padding_is_ignored():
     torch.manual_seed(0)
     m = _model()
-    u, i = torch.tensor([1, 1]), torch.tensor([0, 0])  # unknown item
-    no_cat = m(u, i)[0]
-    with_cat = m(u, i, categories=torch.tensor([[1, 2], [0, 0]]))[0]
+    x = torch.randn(2, 4)
+    no_cat = m(x, torch.tensor([[0, 0], [0, 0]]))[0]
+    with_cat = m(x, torch.tensor([[1, 2], [0, 0]]))[0]
     assert not torch.allclose(no_cat[:, 0], with_cat[:, 0])
     assert torch.allclose(no_cat[:, 1], with_cat[:, 1])
+    # the mean of category embeddings: order and padding do not matter
+    assert torch.allclose(m(x, torch.tensor([[2, 1, 0], [0, 0, 0]]))[0], with_cat, atol=1e-6)
+
+
+def test_feature_standardisation_buffers_are_applied():
+    torch.manual_seed(0)
+    m = _model()
+    x = torch.randn(5, 4)
+    before = m(x)[0]
+    m.feature_mean.fill_(1.0)
+    m.feature_std.fill_(2.0)
+    after = m(2 * x + 1)[0]
+    assert torch.allclose(before, after, atol=1e-5)
 
 
 def test_gradients_reach_all_parameter_groups():
     m = _model()
-    mu, var = m(torch.tensor([1, 2]), torch.tensor([1, 2]), torch.tensor([1, 1]))
+    mu, var = m(torch.randn(2, 4), torch.tensor([[1, 0], [2, 3]]), torch.tensor([1, 1]))
     gaussian_nll(mu, var, torch.zeros_like(mu)).sum().backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
 @pytest.mark.parametrize(
-    "kw", [{"ensemble": 0}, {"hidden": ()}, {"id_dropout": 1.0}, {"val_frac": 1.0}, {"beta": 2.0}, {"lr": 0}]
+    "kw",
+    [{"ensemble": 0}, {"hidden": ()}, {"folds": 1}, {"bias_reg": -1.0}, {"val_frac": 1.0}, {"beta": 2.0}, {"lr": 0}],
 )
 def test_config_rejects_bad_values(kw):
     with pytest.raises(ValueError, match="invalid critic config"):
@@ -86,8 +99,9 @@ def test_config_rejects_bad_values(kw):
 
 
 def test_config_roundtrip():
-    cfg = CriticConfig(hidden=(8, 4), ensemble=2, use_need=True)
+    cfg = CriticConfig(hidden=(8, 4), ensemble=2, use_need=True, bias_reg=3.0)
     assert CriticConfig.from_dict(cfg.to_dict()) == cfg
+    assert CriticConfig.from_dict(CriticConfig().to_dict()) == CriticConfig()  # None = "tune on validation"
     assert CriticConfig.from_dict({**cfg.to_dict(), "unknown_future_key": 1}) == cfg
 
 
@@ -116,6 +130,17 @@ def test_interactions_dedupe_means_duplicates():
         Interactions(np.array(["u"]), np.array(["i"]), None, np.array([math.nan]))
 
 
+def test_dedupe_keeps_the_latest_timestamp_and_cutoff():
+    inter = Interactions(
+        np.array(["u1", "u1", "u2"], dtype=object), np.array(["a", "a", "a"], dtype=object), None,
+        np.array([1.0, 3.0, 5.0]), timestamps=np.array([10.0, 30.0, 20.0]), cutoffs=np.array([5.0, 7.0, np.nan]),
+    )
+    d = inter.dedupe()
+    got = {(u, i): (t, c) for u, i, t, c in zip(d.user_ids, d.item_ids, d.timestamps, d.cutoffs)}
+    assert got[("u1", "a")] == (30.0, 7.0) and got[("u2", "a")][0] == 20.0 and math.isnan(got[("u2", "a")][1])
+    assert d.has_time and not Interactions(np.array(["u"]), np.array(["i"]), None, np.array([1.0])).has_time
+
+
 def test_critic_package_imports_no_verl_and_no_heavy_optional_deps():
     import subprocess
     import sys
@@ -127,3 +152,26 @@ def test_critic_package_imports_no_verl_and_no_heavy_optional_deps():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_validation_split_holds_out_each_users_latest_points():
+    from verl_flexrec.critic.data import validation_split
+
+    # u1: 10 points (t = 0..9), u2: 3 points, u3: 1 point (stays in training)
+    users = ["u1"] * 10 + ["u2"] * 3 + ["u3"]
+    ts = list(range(10)) + [5.0, 1.0, 3.0] + [100.0]
+    inter = Interactions(np.array(users, dtype=object), np.array([f"i{k}" for k in range(14)], dtype=object), None,
+                         np.arange(14.0), timestamps=np.array(ts, dtype=float))
+    tr, va = validation_split(inter, 0.2, seed=0)
+    # ceil(0.2 * 10) = 2 latest of u1 (t = 9, 8), ceil(0.2 * 3) = 1 latest of u2 (t = 5), none of u3
+    assert sorted(va.tolist()) == [8, 9, 10]
+    assert sorted(tr.tolist() + va.tolist()) == list(range(14))
+    # without timestamps: a random 20 %
+    tr2, va2 = validation_split(Interactions(inter.user_ids, inter.item_ids, None, inter.interest), 0.2, seed=0)
+    assert len(va2) == 3 and len(tr2) == 11
+    # ties in time are broken at random (seeded), never by position
+    tied = Interactions(np.array(["u"] * 40, dtype=object), np.array([f"i{k}" for k in range(40)], dtype=object), None,
+                        np.zeros(40), timestamps=np.zeros(40))
+    picks = {tuple(validation_split(tied, 0.1, seed=s)[1]) for s in range(5)}
+    assert len(picks) > 1 and all(len(p) == 4 for p in picks)
+    assert validation_split(inter, 0.0)[1].size == 0

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from verl_flexrec.critic import CriticConfig, CriticPredictor, get_predictor, train_critic
+from verl_flexrec.critic import CriticConfig, CriticPredictor, fit_baselines, get_predictor, train_critic
+from verl_flexrec.critic.data import validation_split
 from verl_flexrec.critic.evaluate import gaussian_metrics
 from verl_flexrec.critic.synthetic import make_synthetic
 
@@ -28,14 +29,16 @@ def setup():
     return m, train_mask, test_mask, pred, test, mean, var
 
 
-def test_beats_constant_mean_on_heldout_nll(setup):
-    _, _, _, pred, test, mean, var = setup
+def test_beats_constant_and_bias_baselines_on_heldout_nll(setup):
+    m, train_mask, _, pred, test, mean, var = setup
+    train = m.interactions(train_mask)
+    tr, va = validation_split(train, 0.1, 0)
+    base = fit_baselines(train.subset(tr), train.subset(va), ["constant", "bias"])
     ours = gaussian_metrics(test.interest, mean, var)
-    const = gaussian_metrics(
-        test.interest, np.full(len(test), pred.baseline["mean"]), np.full(len(test), pred.baseline["var"])
-    )
+    const, bias = (gaussian_metrics(test.interest, *base[k].predict(test.user_ids, test.item_ids)) for k in base)
     assert ours["nll"] < const["nll"] - 0.1, (ours, const)
-    assert ours["rmse"] < const["rmse"], (ours, const)
+    # the generator has rank-4 user x item structure and heteroscedastic noise: the bias model misses both
+    assert ours["nll"] < bias["nll"] - 0.05 and ours["rmse"] < bias["rmse"], (ours, bias)
 
 
 def test_90_percent_interval_coverage(setup):
@@ -55,8 +58,8 @@ def test_variance_higher_on_unseen_users_and_items(setup):
     assert well.sum() > 30 and cold_user.sum() > 30 and cold_item.sum() > 30
     assert var[cold_user].mean() > var[well].mean()
     assert var[cold_item].mean() > var[well].mean()
-    # total = aleatoric + epistemic (ensemble disagreement); the id-dropout-trained "unknown" slot
-    # carries most of an unseen id's uncertainty in its aleatoric head
+    # total = aleatoric + epistemic (ensemble disagreement); an unseen id's uncertainty comes through
+    # its zero support count, learned from cross-fitted points whose user / item was out of fold
     test = m.interactions(test_mask)
     comp = pred.predict_components(test.user_ids, test.item_ids)
     assert (comp["epistemic"] >= 0).all() and comp["epistemic"].mean() > 0
@@ -140,8 +143,8 @@ def test_need_conditioned_critic_without_categories():
 class _FixedModel(torch.nn.Module):
     """One 'member' predicting mean 0 and variance 1 for every point."""
 
-    def forward(self, u, i, k=None, c=None):
-        return torch.zeros(1, len(u)), torch.ones(1, len(u))
+    def forward(self, x, c=None, k=None):
+        return torch.zeros(1, len(x)), torch.ones(1, len(x))
 
 
 @pytest.mark.parametrize("n", [10, 100, 10_000])
@@ -150,10 +153,57 @@ def test_variance_calibration_is_shrunk_toward_one_on_small_slices(n):
 
     y = torch.full((n,), 0.1)  # z^2 = 0.01: the raw calibration would divide variances by 100
     idx = torch.zeros(n, dtype=torch.long)
-    scale = _evaluate(_FixedModel(), idx, idx, idx, idx, y)["scale"]
+    scale = _evaluate(_FixedModel(), idx, idx, idx, y)["scale"]
     expected = (0.01 * n + CALIBRATION_PRIOR_POINTS) / (n + CALIBRATION_PRIOR_POINTS)
     assert scale == pytest.approx(max(expected, 0.05))
     if n == 10:
         assert scale > 0.9  # a 10-point slice barely moves the variance
     if n == 10_000:
         assert scale < 0.05 + 1e-9  # a large slice is trusted (down to the clip)
+
+
+def test_old_checkpoint_format_is_refused_with_a_clear_message(setup):
+    _, _, _, pred, _, _, _ = setup
+    state = {**pred.state(), "format": "verl_flexrec.critic/1"}
+    with pytest.raises(ValueError, match="older verl-flexrec.*retrain"):
+        CriticPredictor.from_state(state, "old.pt")
+    with pytest.raises(ValueError, match="not a FlexRec critic checkpoint"):
+        CriticPredictor.from_state({"format": "something else"}, "x.pt")
+
+
+def _codes_split(inter, seed=0):
+    from verl_flexrec.critic.data import Vocab
+
+    tr, va = validation_split(inter, 0.2, seed)
+    users, items = Vocab(sorted(set(inter.user_ids))), Vocab(sorted(set(inter.item_ids)))
+    t, v = inter.subset(tr), inter.subset(va)
+    return (users.lookup(t.user_ids), items.lookup(t.item_ids), t.interest,
+            users.lookup(v.user_ids), items.lookup(v.item_ids), v.interest, len(users), len(items))
+
+
+def test_mf_feature_is_kept_only_when_there_is_user_item_structure():
+    from verl_flexrec.critic.train import MF_REG_GRID, _choose_bias_reg, _choose_mf_reg
+
+    m = make_synthetic(150, 200, 0.3, factor_sd=1.0, noise_sd=(0.3, 0.3), seed=11)  # strong rank-4 structure
+    structured = _codes_split(m.interactions())
+    noise_inter = m.interactions()
+    noise_inter.interest = np.random.default_rng(0).normal(3.0, 1.0, len(noise_inter))
+    noise = _codes_split(noise_inter)
+    cfg = CriticConfig()
+    assert _choose_mf_reg(cfg, 3.0, *structured) in MF_REG_GRID
+    assert _choose_mf_reg(cfg, 3.0, *noise) is None
+    assert _choose_mf_reg(CriticConfig(mf_dim=0), 3.0, *structured) is None  # switched off
+    assert _choose_mf_reg(CriticConfig(mf_reg=0.5), 3.0, *noise) == 0.5  # fixed by the user
+    # the biases of pure noise are shrunk hard; those of real biases much less
+    assert _choose_bias_reg(*noise) >= 100
+    assert _choose_bias_reg(*structured) <= 10
+
+
+def test_trained_critic_records_its_choices(setup):
+    _, _, _, pred, _, _, _ = setup
+    from verl_flexrec.critic.train import BIAS_REG_GRID, MF_REG_GRID
+
+    assert pred.meta["bias_reg"] in BIAS_REG_GRID
+    assert pred.meta["mf_reg"] is None or pred.meta["mf_reg"] in MF_REG_GRID
+    assert ("mf" in pred.features.names) == (pred.meta["mf_reg"] is not None)
+    assert pred.meta["validation"] == "random"  # synthetic points carry no timestamps

@@ -172,16 +172,22 @@ def test_popularity_beats_random_on_maximize_interest(run, rows):
     assert abs(np.mean(ours) - pop["mean"]) < 0.01, (np.mean(ours), pop["mean"])
 
 
-def test_critic_beats_a_constant_predictor_on_held_out_ratings(run):
-    """Held-out = the test ratings (never in the critic's training data, 9,430 of them).
+def test_critic_beats_every_rating_baseline_on_held_out_ratings(run):
+    """Held-out = the test ratings (never in the critic's training data, 9,430 of them), against
+    the constant, ridge-bias, cornac-MF and user/item-KNN fillers on the same points (issue 21).
 
-    Measured 2026-11-27: NLL 1.550 vs 1.605 for the constant (training mean and variance). The
-    asserted 0.02-nat margin is well outside run-to-run noise of a seeded run.
+    Measured 2026-12-05 (benchmarks/bench_critic.py, 3 seeds): NLL 1.487-1.491 vs the bias model's
+    1.519 (margin CI [+0.021, +0.040] for every seed); its variance beats the best constant variance
+    by +0.014 [+0.008, +0.019]. Before issue 21 the critic lost to the bias model (1.550).
     """
     work, _, result = run
     report = json.loads((work / "critic" / "report" / "metrics.json").read_text())
-    critic, const = report["metrics"], report["baseline_constant"]
-    assert critic["n"] == K * 943 and report["points_excluded_as_training"] == 0
-    assert critic["nll"] <= const["nll"] - 0.02, (critic["nll"], const["nll"])
-    assert critic["rmse"] < const["rmse"]
-    assert f"critic held-out NLL {critic['nll']:.4f} beats the constant predictor" in result.stdout
+    critic = report["fillers"]["critic"]["metrics"]
+    assert report["n"] == K * 943 and report["points_excluded_as_training"] == 0
+    assert set(report["fillers"]) == {"critic", "constant", "bias", "mf", "user_knn", "item_knn"}
+    goal = report["goal"]
+    assert goal["nll_below_best_baseline"]["met"], goal["nll_below_best_baseline"]
+    assert goal["rmse_not_worse_than_bias"]["met"], goal["rmse_not_worse_than_bias"]
+    assert goal["variance_beats_constant"]["met"], goal["variance_beats_constant"]
+    assert critic["nll"]["mean"] <= report["fillers"]["constant"]["metrics"]["nll"]["mean"] - 0.05
+    assert f"critic held-out NLL {critic['nll']['mean']:.4f} beats the best baseline" in result.stdout

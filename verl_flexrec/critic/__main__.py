@@ -1,10 +1,15 @@
 """Command line: ``python -m verl_flexrec.critic {train,fill,evaluate,synth} ...``.
 
-    python -m verl_flexrec.critic train    --data OUT/train.parquet --out critic.pt
-    python -m verl_flexrec.critic evaluate --critic critic.pt --data OUT/test.parquet --out-dir reports/critic
+    python -m verl_flexrec.critic train    --data OUT/interactions.parquet OUT/train.parquet --out critic.pt
+    python -m verl_flexrec.critic evaluate --critic critic.pt --data OUT/test.parquet \
+                                           --train-data OUT/interactions.parquet OUT/train.parquet --out-dir rep/
     python -m verl_flexrec.critic fill     --critic critic.pt --data OUT/train.parquet --out OUT/train.filled.parquet
     python -m verl_flexrec.critic fill     --filler item_knn --data OUT/train.parquet --out OUT/train.iknn.parquet
     python -m verl_flexrec.critic synth    --out-dir /tmp/synth          # toy train/test parquet
+
+``evaluate`` prints the critic-vs-baselines table (constant, ridge bias, cornac MF, user/item-KNN;
+NLL, RMSE, coverage, variance information, breakdowns, bootstrap intervals; docs/critic.md) and
+writes ``report.md``, ``metrics.json`` and ``reliability.png``; ``--json`` prints a summary instead.
 
 Bad input exits with status 2 and one ``error: FILE: row N: reward_model.ground_truth.FIELD ...``
 line; outputs are written atomically, so nothing is half-written.
@@ -17,9 +22,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .data import CriticDataError
 
-FILLERS = ("critic", "user_knn", "item_knn")
+from .baselines import BASELINES
+
+FILLERS = ("critic", *BASELINES)
 
 
 def _hidden(text: str) -> tuple[int, ...]:
@@ -45,16 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs")
     t.add_argument("--ensemble", type=int, default=d.ensemble, help="deep-ensemble members")
-    t.add_argument("--val-frac", type=float, default=d.val_frac, help="held-out observed share for early stopping")
+    t.add_argument("--val-frac", type=float, default=d.val_frac,
+                   help="validation share (each user's latest points) for early stopping and calibration")
     t.add_argument(
         "--patience", type=int, default=d.patience, help="epochs without val-NLL improvement before stopping"
     )
     t.add_argument("--batch-size", type=int, default=d.batch_size)
     t.add_argument("--lr", type=float, default=d.lr)
     t.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    t.add_argument("--emb-dim", type=int, default=d.emb_dim)
+    t.add_argument("--emb-dim", type=int, default=d.emb_dim, help="category / need embedding size")
     t.add_argument("--hidden", type=_hidden, default=d.hidden, help="MLP sizes, comma-separated")
-    t.add_argument("--id-dropout", type=float, default=d.id_dropout, help="P(id -> unknown) per sample")
+    t.add_argument("--folds", type=int, default=d.folds, help="cross-fitting folds of the support features")
+    t.add_argument("--bias-reg", type=float, default=d.bias_reg,
+                   help="ridge penalty of the user / item biases (default: chosen on the validation slice)")
+    t.add_argument("--mf-dim", type=int, default=d.mf_dim, help="MF factors of the MF feature (0: none)")
     t.add_argument("--beta", type=float, default=d.beta, help="beta-NLL exponent (0 = Gaussian NLL)")
     t.add_argument("--use-need", action="store_true", help="condition on the need (default: need-free base signal)")
     t.add_argument("--no-categories", action="store_true", help="ignore item categories")
@@ -72,21 +85,32 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="output parquet (may equal --data)")
     f.add_argument("--filler", choices=FILLERS, default="critic")
     f.add_argument("--critic", help="critic checkpoint (required for --filler critic)")
-    f.add_argument("--knn-data", nargs="+", help="parquet(s) the KNN filler learns from (default: --data)")
-    f.add_argument("--knn-k", type=int, default=50, help="neighbours for the KNN fillers")
+    f.add_argument("--train-data", "--knn-data", nargs="+", dest="train_data",
+                   help="parquet(s) a baseline filler learns from (default: --data)")
+    f.add_argument("--val-frac", type=float, default=d.val_frac,
+                   help="baselines: validation share for their knob and variance (as the critic's)")
+    f.add_argument("--seed", type=int, default=d.seed)
 
-    e = sub.add_parser("evaluate", help="NLL / RMSE / coverage report and reliability PNG")
+    e = sub.add_parser("evaluate", help="the critic against rating-prediction baselines on held-out points")
     e.add_argument("--data", nargs="+", required=True, help="parquet(s) with held-out observed interest")
-    e.add_argument("--out-dir", required=True)
-    e.add_argument("--filler", choices=FILLERS, default="critic")
-    e.add_argument("--critic", help="critic checkpoint (required for --filler critic)")
-    e.add_argument("--knn-data", nargs="+", help="parquet(s) the KNN filler learns from (required for KNN)")
-    e.add_argument("--knn-k", type=int, default=50)
+    e.add_argument("--out-dir", required=True, help="metrics.json, report.md and reliability.png go here")
+    e.add_argument("--critic", help="critic checkpoint (omit to compare the baselines only)")
+    e.add_argument("--train-data", nargs="+",
+                   help="the parquet(s) the critic trained on; the baselines learn from them (default: the "
+                        "checkpoint's recorded sources, when they still exist)")
+    e.add_argument("--baselines", nargs="*", default=list(BASELINES), metavar="NAME",
+                   help=f"baselines to compare with (default: all of {' '.join(BASELINES)}; none: no names)")
+    e.add_argument("--val-frac", type=float, default=None,
+                   help="baselines' validation share (default: the critic's, else %(const)s)".replace(
+                       "%(const)s", str(d.val_frac)))
+    e.add_argument("--seed", type=int, default=None, help="split seed (default: the critic's, else 0)")
+    e.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (0: no intervals)")
     e.add_argument(
         "--include-train",
         action="store_true",
-        help="also score (user, item) pairs the critic trained on (default: held-out pairs only)",
+        help="also score (user, item) pairs of the training data (default: held-out pairs only)",
     )
+    e.add_argument("--json", action="store_true", help="print a JSON summary instead of the table")
 
     s = sub.add_parser("synth", help="write a small synthetic train/test parquet pair (GroundTruth schema)")
     s.add_argument("--out-dir", required=True)
@@ -100,11 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _knn(kind: str, k: int, paths) -> object:
-    from .data import load_interactions
-    from .knn import KNNFiller
+def _baseline(name: str, paths, val_frac: float, seed: int):
+    """One baseline fitted the way :func:`~verl_flexrec.critic.baselines.fit_baselines` does."""
+    from .baselines import fit_baselines
+    from .data import load_interactions, validation_split
 
-    return KNNFiller("user" if kind == "user_knn" else "item", k=k).fit(load_interactions(paths))
+    train = load_interactions(paths)
+    tr, va = validation_split(train, val_frac, seed)
+    return fit_baselines(train.subset(tr), train.subset(va), [name])[name]
 
 
 def _cmd_train(a) -> dict:
@@ -116,13 +143,15 @@ def _cmd_train(a) -> dict:
         ensemble=a.ensemble,
         emb_dim=a.emb_dim,
         hidden=a.hidden,
+        folds=a.folds,
+        bias_reg=a.bias_reg,
+        mf_dim=a.mf_dim,
         use_categories=not a.no_categories,
         use_need=a.use_need,
         epochs=a.epochs,
         batch_size=a.batch_size,
         lr=a.lr,
         weight_decay=a.weight_decay,
-        id_dropout=a.id_dropout,
         beta=a.beta,
         val_frac=a.val_frac,
         patience=a.patience,
@@ -146,39 +175,67 @@ def _cmd_fill(a) -> dict:
             raise CriticDataError("fill --filler critic needs --critic CHECKPOINT")
         filler = CriticPredictor.load(a.critic)
     else:
-        filler = _knn(a.filler, a.knn_k, a.knn_data or [a.data])
+        filler = _baseline(a.filler, a.train_data or [a.data], a.val_frac, a.seed)
     return fill_parquet(a.data, a.out, filler)
 
 
 def _cmd_evaluate(a) -> dict:
-    import numpy as np
-
-    from .data import load_interactions
-    from .evaluate import evaluate_filler, write_report
+    from .baselines import fit_baselines
+    from .data import load_interactions, validation_split
+    from .evaluate import compare_fillers
     from .predictor import CriticPredictor
+    from .report import format_report, write_report
 
-    if a.filler == "critic":
-        if not a.critic:
-            raise CriticDataError("evaluate --filler critic needs --critic CHECKPOINT")
-        filler = CriticPredictor.load(a.critic)
-        baseline = filler.baseline
-        exclude = not a.include_train
-    else:
-        if not a.knn_data:
-            raise CriticDataError(f"evaluate --filler {a.filler} needs --knn-data (the parquet it learns from)")
-        train = load_interactions(a.knn_data)
-        from .knn import KNNFiller
-
-        filler = KNNFiller("user" if a.filler == "user_knn" else "item", k=a.knn_k).fit(train)
-        baseline = {"mean": float(train.interest.mean()), "var": float(np.var(train.interest))}
-        exclude = False
-    inter = load_interactions(a.data)
-    report = evaluate_filler(filler, inter, baseline=baseline, exclude_train=exclude, label=a.filler)
-    report["data"] = [str(p) for p in a.data]
-    if a.filler == "critic":
-        report["critic"] = str(a.critic)
-    paths = write_report(report, a.out_dir, title=f"{a.filler} on {', '.join(Path(p).name for p in a.data)}")
-    return {**paths, "metrics_summary": report["metrics"], "baseline_constant": report.get("baseline_constant")}
+    fillers, notes = {}, []
+    critic = CriticPredictor.load(a.critic) if a.critic else None
+    train_paths = a.train_data
+    if critic is not None and not train_paths:
+        train_paths = [p for p in critic.meta.get("sources", []) if Path(p).is_file()] or None
+        if train_paths:
+            notes.append(f"baselines learn from the checkpoint's sources: {', '.join(train_paths)}")
+    if not train_paths and (critic is None or a.baselines):
+        if critic is None:
+            raise CriticDataError("evaluate needs --critic and/or --train-data (the data the baselines learn from)")
+        notes.append("no --train-data: the critic alone, without baselines")
+    val_frac = a.val_frac if a.val_frac is not None else (critic.config.val_frac if critic else 0.1)
+    seed = a.seed if a.seed is not None else (critic.config.seed if critic else 0)
+    test = load_interactions(a.data)
+    train = load_interactions(train_paths) if train_paths else None
+    n_all = len(test)
+    if not a.include_train:
+        seen = critic.seen_pairs() if critic is not None else set()
+        if train is not None:
+            seen |= set(zip(train.user_ids.tolist(), train.item_ids.tolist()))
+        keep = np.array([(u, i) not in seen for u, i in zip(test.user_ids, test.item_ids)], dtype=bool)
+        test = test.subset(keep)
+        if not len(test):
+            raise CriticDataError(f"{', '.join(map(str, a.data))}: every point is a training pair; nothing is "
+                                  "held out (--include-train scores them anyway)")
+    if critic is not None:
+        fillers["critic"] = critic
+    if train is not None and a.baselines:
+        tr, va = validation_split(train, val_frac, seed)
+        fillers.update(fit_baselines(train.subset(tr), train.subset(va), a.baselines))
+    known_users = set(train.user_ids) if train is not None else (set(critic.users.values) if critic else None)
+    known_items = set(train.item_ids) if train is not None else (set(critic.items.values) if critic else None)
+    report = compare_fillers(fillers, test, reference="critic" if critic is not None else None,
+                             known_users=known_users, known_items=known_items, n_boot=a.n_boot, seed=seed)
+    report.update(points_in_data=n_all, points_excluded_as_training=n_all - len(test), notes=notes,
+                  data=[Path(p).name for p in a.data], train_data=[Path(p).name for p in train_paths or []],
+                  validation={"val_frac": val_frac, "seed": seed})
+    what = "critic and baselines" if critic is not None else "baselines"
+    title = f"{what} on {', '.join(Path(p).name for p in a.data)}"
+    paths = write_report(report, a.out_dir, title=title)
+    if a.json:
+        summary = {k: {m: v["metrics"][m]["mean"] for m in ("nll", "rmse", "coverage_50", "coverage_90")}
+                   for k, v in report["fillers"].items()}
+        return {**paths, "n": report["n"], "points_excluded_as_training": n_all - len(test), "fillers": summary,
+                "goal": {k: v["met"] for k, v in report.get("goal", {}).items()}, "notes": notes}
+    print(format_report(report, title))
+    for line in notes:
+        print(f"note: {line}")
+    print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    return None
 
 
 def _cmd_synth(a) -> dict:
@@ -220,7 +277,8 @@ def main(argv=None) -> int:
     except (CriticDataError, CriticTrainingError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=2, default=str))
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
     return 0
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "load_interactions",
     "read_reward_column",
     "split_categories",
+    "validation_split",
 ]
 
 
@@ -70,7 +71,12 @@ class Vocab:
 
 @dataclass
 class Interactions:
-    """Observed ``(user, item, need, interest)`` points plus item side information."""
+    """Observed ``(user, item, need, interest)`` points plus item side information.
+
+    ``timestamps`` (seconds; NaN where unknown) orders a user's points in time, for the critic's
+    time-later validation slice; ``cutoffs`` is the training cut-off of the row a held-out point
+    came from (``extra_info.cutoff_ts``), for the evaluation's "time since cut-off" breakdown.
+    """
 
     user_ids: np.ndarray  # object array of str
     item_ids: np.ndarray
@@ -79,6 +85,8 @@ class Interactions:
     item_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    timestamps: np.ndarray | None = None  # float64, NaN = unknown
+    cutoffs: np.ndarray | None = None  # float64, NaN = unknown
 
     def __post_init__(self):
         n = len(self.interest)
@@ -88,7 +96,10 @@ class Interactions:
             self.needs = np.full(n, "", dtype=object)
         self.needs = np.asarray(self.needs, dtype=object).astype(str).astype(object)
         self.interest = np.asarray(self.interest, dtype=np.float64)
-        for name in ("user_ids", "item_ids", "needs"):
+        for name in ("timestamps", "cutoffs"):
+            value = getattr(self, name)
+            setattr(self, name, np.full(n, np.nan) if value is None else np.asarray(value, dtype=np.float64))
+        for name in ("user_ids", "item_ids", "needs", "timestamps", "cutoffs"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"Interactions.{name} has {len(getattr(self, name))} entries, interest has {n}")
         if n and not np.isfinite(self.interest).all():
@@ -106,22 +117,31 @@ class Interactions:
             self.item_categories,
             list(self.sources),
             dict(self.stats),
+            self.timestamps[mask_or_idx],
+            self.cutoffs[mask_or_idx],
         )
 
+    @property
+    def has_time(self) -> bool:
+        """True when every point has a timestamp."""
+        return bool(len(self)) and bool(np.isfinite(self.timestamps).all())
+
     def dedupe(self, by_need: bool = False) -> "Interactions":
-        """One point per (user, item[, need]): the mean interest of its duplicates."""
+        """One point per (user, item[, need]): the mean interest of its duplicates (their latest
+        timestamp and cut-off)."""
         if not len(self):
             return self
         import pandas as pd
 
         keys = ["user", "item"] + (["need"] if by_need else [])
-        df = pd.DataFrame({"user": self.user_ids, "item": self.item_ids, "need": self.needs, "y": self.interest})
-        agg = {"y": ["mean", "std"]}
+        df = pd.DataFrame({"user": self.user_ids, "item": self.item_ids, "need": self.needs, "y": self.interest,
+                           "ts": self.timestamps, "cut": self.cutoffs})
+        agg = {"y": ["mean", "std"], "ts": ["max"], "cut": ["max"]}
         if not by_need:
             agg["need"] = "first"
         g = df.groupby(keys, sort=False).agg(agg).reset_index()
         g.columns = [
-            c if isinstance(c, str) else (c[0] if c[1] in ("", "first") else f"{c[0]}_{c[1]}") for c in g.columns
+            c if isinstance(c, str) else (c[0] if c[1] in ("", "first", "max") else f"{c[0]}_{c[1]}") for c in g.columns
         ]
         stats = dict(self.stats)
         stats["duplicates_merged"] = int(len(df) - len(g))
@@ -134,6 +154,8 @@ class Interactions:
             self.item_categories,
             list(self.sources),
             stats,
+            g["ts"].to_numpy(np.float64),
+            g["cut"].to_numpy(np.float64),
         )
 
 
@@ -224,7 +246,7 @@ def _interactions_table(path: str | Path) -> dict | None:
         raise CriticDataError(f"{path}: not a readable parquet file: {e}") from None
     if "reward_model" in names or not all(c in names for c in INTERACTION_COLUMNS):
         return None
-    optional = [c for c in ("need", "categories", "observed") if c in names]
+    optional = [c for c in ("need", "categories", "observed", "timestamp") if c in names]
     t = pq.read_table(path, columns=[*INTERACTION_COLUMNS, *optional])
     n = t.num_rows
     out = {}
@@ -246,6 +268,27 @@ def _interactions_table(path: str | Path) -> dict | None:
     out["observed"] = obs
     out["need"] = [str(v or "") for v in t.column("need").to_pylist()] if "need" in optional else [""] * n
     out["categories"] = t.column("categories").to_pylist() if "categories" in optional else [None] * n
+    ts = np.full(n, np.nan)
+    if "timestamp" in optional:
+        try:
+            ts = t.column("timestamp").to_numpy(zero_copy_only=False).astype(np.float64)
+        except (TypeError, ValueError, pa.ArrowInvalid):
+            pass  # timestamps are optional side information: unusable ones count as unknown
+    out["timestamp"] = ts
+    return out
+
+
+def _row_times(path: str | Path) -> list[tuple[list, float]] | None:
+    """Per row ``(candidate timestamps, cut-off)`` from ``extra_info`` when data prep wrote them."""
+    import pyarrow.parquet as pq
+
+    if "extra_info" not in pq.read_schema(path).names:
+        return None
+    out = []
+    for info in pq.read_table(path, columns=["extra_info"]).column("extra_info").to_pylist():
+        info = info if isinstance(info, dict) else {}
+        ts, cut = info.get("candidate_ts"), info.get("cutoff_ts")
+        out.append((list(ts) if ts is not None else [], float(cut) if cut is not None else np.nan))
     return out
 
 
@@ -262,7 +305,7 @@ def load_interactions(
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    users, items, needs, ys = [], [], [], []
+    users, items, needs, ys, times, cutoffs = [], [], [], [], [], []
     cats: dict[str, tuple[str, ...]] = {}
     n_rows = 0
     for path in paths:
@@ -277,7 +320,10 @@ def load_interactions(
             items.extend(np.asarray(table["item_id"], dtype=object)[keep])
             needs.extend(np.asarray(table["need"], dtype=object)[keep])
             ys.extend(table["interest"][keep])
+            times.extend(table["timestamp"][keep])
+            cutoffs.extend(np.full(int(keep.sum()), np.nan))
             continue
+        row_times = _row_times(path)
         for row, gt in iter_ground_truths(path):
             n_rows += 1
             check_critic_fields(gt, path, row)
@@ -291,6 +337,9 @@ def load_interactions(
                     items.append(gt.item_ids[j])
                     needs.append(gt.need)
                     ys.append(gt.interest[j])
+                    ts, cut = row_times[row] if row_times is not None else ([], np.nan)
+                    times.append(float(ts[j]) if j < len(ts) and ts[j] is not None else np.nan)
+                    cutoffs.append(cut)
     stats = {"rows": n_rows, "observed_points": len(ys)}
     inter = Interactions(
         np.asarray(users, dtype=object),
@@ -300,5 +349,39 @@ def load_interactions(
         cats,
         [str(p) for p in paths],
         stats,
+        np.asarray(times, dtype=np.float64),
+        np.asarray(cutoffs, dtype=np.float64),
     )
     return inter.dedupe(by_need=by_need) if dedupe else inter
+
+
+def validation_split(inter: Interactions, frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(train_idx, val_idx)``: a validation slice that looks like the held-out future.
+
+    With timestamps on every point: each user's most recent ``ceil(frac * n_u)`` points, for users
+    with at least 2 (a user's only point stays in training); ties in time are broken at random.
+    Held-out data in FlexRec is always *later* than the training data (a per-user or a global
+    cut-off), and a user's latest points are the closest stand-in; they also weigh users more
+    evenly, as a test set with K candidates per user does. Without timestamps (or when that
+    leaves nothing): a uniformly random ``frac`` of the points. ``frac = 0``: no validation slice.
+    At least one point stays on each side when there are 2 or more.
+    """
+    n = len(inter)
+    if frac <= 0 or n < 2:
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng([seed, 0x5A11])
+    val = np.zeros(n, dtype=bool)
+    if inter.has_time:
+        import pandas as pd
+
+        order = rng.permutation(n)  # random tie-breaking
+        df = pd.DataFrame({"u": inter.user_ids[order], "t": inter.timestamps[order]}, index=order)
+        rank = df.groupby("u", sort=False)["t"].rank(method="first", ascending=False)
+        size = df.groupby("u", sort=False)["u"].transform("size")
+        take = np.where(size >= 2, np.ceil(frac * size), 0)
+        val[df.index.to_numpy()[(rank <= take).to_numpy()]] = True
+    if not val.any():
+        val[rng.permutation(n)[: max(1, int(round(frac * n)))]] = True
+    if val.all():
+        val[rng.integers(n)] = False
+    return np.flatnonzero(~val), np.flatnonzero(val)

@@ -18,11 +18,14 @@ import torch
 
 from ..schema import GroundTruth
 from .data import Vocab, split_categories
+from .features import SupportFeatures
 from .model import CriticConfig, CriticEnsemble, ensemble_moments
 
 __all__ = ["CHECKPOINT_FORMAT", "CriticPredictor", "get_predictor"]
 
-CHECKPOINT_FORMAT = "verl_flexrec.critic/1"
+CHECKPOINT_FORMAT = "verl_flexrec.critic/2"
+# /1 (an id-embedding ensemble without support features) cannot be mapped onto /2: retrain
+OLD_FORMATS = {"verl_flexrec.critic/1"}
 
 
 # Batches up to this many (user, item) pairs run on one torch thread: an OpenMP fork/join per op
@@ -67,26 +70,25 @@ class CriticPredictor:
         self,
         model: CriticEnsemble,
         *,
+        features: SupportFeatures,
         users: Vocab,
         items: Vocab,
         categories: Vocab,
         needs: Vocab,
         catalog: Vocab,
         catalog_categories: np.ndarray,
-        target_mean: float,
         target_std: float,
         var_scale: float = 1.0,
-        baseline: dict | None = None,
-        train_pairs: np.ndarray | None = None,
+        seen_pairs: np.ndarray | None = None,
         meta: dict | None = None,
         history: list | None = None,
     ):
         self.model = model.eval()
+        self.features = features
         self.users, self.items, self.categories, self.needs, self.catalog = users, items, categories, needs, catalog
         self.catalog_categories = np.asarray(catalog_categories, dtype=np.int64)
-        self.target_mean, self.target_std, self.var_scale = float(target_mean), float(target_std), float(var_scale)
-        self.baseline = dict(baseline or {"mean": self.target_mean, "var": self.target_std**2})
-        self.train_pairs = np.asarray(train_pairs if train_pairs is not None else [], dtype=np.int64)
+        self.target_std, self.var_scale = float(target_std), float(var_scale)
+        self.seen_keys = np.asarray(seen_pairs if seen_pairs is not None else [], dtype=np.int64)
         self.meta = dict(meta or {})
         self.history = list(history or [])
 
@@ -141,14 +143,13 @@ class CriticPredictor:
         i = self.items.lookup(item_ids)
         c = self._category_matrix(item_ids, categories)
         k = self._need_index(need, n)
+        x, base = self.features.transform(u, i)
         mus, ales, epis = [], [], []
         threads = 1 if n <= SINGLE_THREAD_MAX_PAIRS else None
         with torch.inference_mode(), torch_threads(threads):
             for s in range(0, n, batch_size):
                 sl = slice(s, s + batch_size)
-                mu, var = self.model(
-                    torch.from_numpy(u[sl]), torch.from_numpy(i[sl]), torch.from_numpy(k[sl]), torch.from_numpy(c[sl])
-                )
+                mu, var = self.model(torch.from_numpy(x[sl]), torch.from_numpy(c[sl]), torch.from_numpy(k[sl]))
                 mean, total = ensemble_moments(mu.double(), var.double())
                 ale = var.double().mean(0)
                 mus.append(mean)
@@ -158,7 +159,7 @@ class CriticPredictor:
             z = np.zeros(0)
             return {"mean": z, "var": z.copy(), "aleatoric": z.copy(), "epistemic": z.copy()}
         scale = self.target_std**2 * self.var_scale
-        mean = torch.cat(mus).numpy() * self.target_std + self.target_mean
+        mean = base + torch.cat(mus).numpy() * self.target_std
         ale = torch.cat(ales).numpy() * scale
         epi = torch.cat(epis).numpy() * scale
         return {"mean": mean, "var": ale + epi, "aleatoric": ale, "epistemic": epi}
@@ -188,10 +189,15 @@ class CriticPredictor:
         return np.where((u > 0) & (i > 0), keys, -1)
 
     def seen_in_training(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> np.ndarray:
-        """True where the (user, item) pair was a training point (not the held-out slice)."""
-        if not len(self.train_pairs):
+        """True where the (user, item) pair was one of the observed points the critic learned from."""
+        if not len(self.seen_keys):
             return np.zeros(len(item_ids), dtype=bool)
-        return np.isin(self.pair_keys(user_ids, item_ids), self.train_pairs)
+        return np.isin(self.pair_keys(user_ids, item_ids), self.seen_keys)
+
+    def seen_pairs(self) -> set[tuple[str, str]]:
+        """``(user_id, item_id)`` of every observed point the critic learned from."""
+        width = len(self.items) + 1
+        return {(self.users.values[k // width - 1], self.items.values[k % width - 1]) for k in self.seen_keys.tolist()}
 
     # -- persistence ---------------------------------------------------------------------------
     def state(self) -> dict:
@@ -206,12 +212,12 @@ class CriticPredictor:
                 "catalog": self.catalog.values,
             },
             "catalog_categories": torch.from_numpy(self.catalog_categories),
+            "features": self.features.state(),
+            "n_features": int(self.model.n_features),
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "target_mean": self.target_mean,
             "target_std": self.target_std,
             "var_scale": self.var_scale,
-            "baseline": self.baseline,
-            "train_pairs": torch.from_numpy(self.train_pairs),
+            "seen_pairs": torch.from_numpy(self.seen_keys),
             "meta": self.meta,
             "history": self.history,
         }
@@ -231,36 +237,33 @@ class CriticPredictor:
 
     @classmethod
     def from_state(cls, state: dict, source: str = "<state>") -> "CriticPredictor":
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        if got in OLD_FORMATS:
+            raise ValueError(
+                f"{source}: critic checkpoint format {got!r} was written by an older verl-flexrec (an id-embedding "
+                f"critic); this version reads {CHECKPOINT_FORMAT!r}: retrain it with `python -m verl_flexrec.critic "
+                "train` (a few seconds on MovieLens-100k)"
+            )
+        if got != CHECKPOINT_FORMAT:
             raise ValueError(
                 f"{source}: not a FlexRec critic checkpoint (format {got!r}, expected {CHECKPOINT_FORMAT!r})"
             )
         config = CriticConfig.from_dict(state["config"])
         vocab = {k: Vocab(v) for k, v in state["vocab"].items()}
-        sd = state["state_dict"]
-        model = CriticEnsemble(
-            config,
-            n_users=len(vocab["users"]),
-            n_items=len(vocab["items"]),
-            n_categories=len(vocab["categories"]),
-            n_needs=len(vocab["needs"]),
-            item_categories=sd.get("item_categories"),
-        )
-        model.load_state_dict(sd)
+        model = CriticEnsemble(config, int(state["n_features"]), len(vocab["categories"]), len(vocab["needs"]))
+        model.load_state_dict(state["state_dict"])
         return cls(
             model,
+            features=SupportFeatures.from_state(state["features"]),
             users=vocab["users"],
             items=vocab["items"],
             categories=vocab["categories"],
             needs=vocab["needs"],
             catalog=vocab["catalog"],
             catalog_categories=state["catalog_categories"].numpy(),
-            target_mean=state["target_mean"],
             target_std=state["target_std"],
             var_scale=state["var_scale"],
-            baseline=state.get("baseline"),
-            train_pairs=state["train_pairs"].numpy(),
+            seen_pairs=state["seen_pairs"].numpy(),
             meta=state.get("meta"),
             history=state.get("history"),
         )
