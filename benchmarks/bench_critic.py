@@ -1,4 +1,4 @@
-"""Benchmark the uncertainty critic (issue 4 §7).
+"""Benchmark the uncertainty critic.
 
     python benchmarks/bench_critic.py                 # KuaiRec-small size: 1,411 x 3,327, 10 % observed
     python benchmarks/bench_critic.py --quick         # 300 x 600, for a smoke run
