@@ -30,13 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from verl_flexrec.critic import CriticConfig, CriticPredictor, train_critic  # noqa: E402
 from verl_flexrec.critic.evaluate import gaussian_metrics  # noqa: E402
 from verl_flexrec.critic.fill import fill_parquet  # noqa: E402
 from verl_flexrec.critic.knn import KNNFiller  # noqa: E402
 from verl_flexrec.critic.synthetic import make_rows, make_synthetic, write_parquet  # noqa: E402
+from verl_flexrec.paths import portable_path  # noqa: E402
 from verl_flexrec.schema import GroundTruth  # noqa: E402
 
 
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
     cfg = CriticConfig(ensemble=a.ensemble, epochs=a.epochs, seed=a.seed)
     pred, (t_train,) = timed(lambda: train_critic(train, cfg, progress=True, num_threads=a.threads))
     results: dict = {
-        "config": {**vars(a), "critic": cfg.to_dict()},
+        "config": {**vars(a), "out": portable_path(a.out, REPO), "critic": cfg.to_dict()},  # no absolute path
         "machine": {
             "python": platform.python_version(),
             "torch": torch.__version__,
