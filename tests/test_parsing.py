@@ -426,11 +426,17 @@ def mutated(draw):
     return candidates, response
 
 
-@settings(max_examples=5000, **FUZZ)
-@given(mutated(), st.booleans())
-def test_fuzz_mutated_answers(case, require_think):
-    candidates, response = case
-    assert_invariants(response, candidates, parse_ranking(response, candidates, require_think=require_think))
+@pytest.mark.parametrize("examples", [500, pytest.param(5000, marks=pytest.mark.slow)], ids=["dev", "full"])
+def test_fuzz_mutated_answers(examples):
+    """The development loop fuzzes with 500 examples (~1 s), the full suite with 5,000."""
+
+    @settings(max_examples=examples, **FUZZ)
+    @given(mutated(), st.booleans())
+    def check(case, require_think):
+        candidates, response = case
+        assert_invariants(response, candidates, parse_ranking(response, candidates, require_think=require_think))
+
+    check()
 
 
 @settings(max_examples=3000, **FUZZ)

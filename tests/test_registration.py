@@ -4,6 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each case imports verl in fresh interpreters (~45 s of CPU in all)
+
 CHECK = """
 import verl  # loads entry points, nothing else of ours
 from verl.experimental.reward_loop.reward_manager.registry import REWARD_MANAGER
