@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 from verl_flexrec.paths import portable_path, portable_paths_in
@@ -20,3 +21,20 @@ def test_paths_in_strings_are_rewritten_as_whole_tokens_only(tmp_path, monkeypat
     assert got == {"data": "../data/test.parquet", "cmd": "run --data ../data/test.parquet --out-dir .",
                    "note": "without output", "nested": ["next to ../data/test.parquet: derived", 1.5, None], "n": 3}
     assert portable_paths_in(obj, tmp_path, []) is obj
+
+
+def test_measure_report_file_holds_the_command_relative_to_its_folder(tmp_path):
+    import json
+    import sys
+
+    from verl_flexrec.cpu.measure import main
+
+    script = tmp_path / "job.py"
+    script.write_text("print('hi')\n")
+    out = tmp_path / "reports" / "stats.json"
+    out.parent.mkdir()
+    assert main(["--out", str(out), "--", sys.executable, str(script), "--flag", "x"]) == 0
+    report = json.loads(out.read_text())
+    assert report["returncode"] == 0 and report["cmd"][1:] == ["../job.py", "--flag", "x"]
+    assert os.path.normpath(out.parent / report["cmd"][0]) == os.path.abspath(sys.executable)  # the link itself
+    assert str(tmp_path) not in out.read_text()

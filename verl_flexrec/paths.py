@@ -16,8 +16,12 @@ __all__ = ["portable_path", "portable_paths_in"]
 
 
 def portable_path(path: str | os.PathLike, base: str | os.PathLike) -> str:
-    """``path`` relative to the folder ``base`` (POSIX separators; ``..`` where it lies outside)."""
-    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
+    """``path`` relative to the folder ``base`` (POSIX separators; ``..`` where it lies outside).
+
+    Lexical, like ``os.path.relpath``: symbolic links are kept, not followed (a virtualenv's
+    ``python`` must stay the virtualenv's).
+    """
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(base))).as_posix()
 
 
 def portable_paths_in(obj: Any, base: str | os.PathLike, paths: Iterable[str | os.PathLike | None]) -> Any:
@@ -31,7 +35,7 @@ def portable_paths_in(obj: Any, base: str | os.PathLike, paths: Iterable[str | o
         if p is None:
             continue
         relative = portable_path(p, base)
-        for form in {str(p), str(Path(p).resolve())}:
+        for form in {str(p), os.path.abspath(p)}:
             table[form] = relative
     if not table:
         return obj
