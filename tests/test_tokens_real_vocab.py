@@ -242,13 +242,13 @@ def test_smollm2_tokenizer_special_tokens_and_chat_template(smollm2):
 
 
 @pytest.mark.slow
-def test_smollm2_model_answers_a_factual_question():
+def test_smollm2_model_answers_a_factual_question(smollm2):
     """The de-quantised GGUF weights and the tokenizer fit together: greedy decoding says Paris."""
     import torch
 
-    from verl_flexrec.pretrained import load_smollm2_model, load_smollm2_tokenizer
+    from verl_flexrec.pretrained import load_smollm2_model
 
-    tok, model = load_smollm2_tokenizer(), load_smollm2_model()
+    tok, model = smollm2.tokenizer, load_smollm2_model()
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
     batch = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
