@@ -69,25 +69,14 @@ class Vocab:
         self.trailing = [tokenizer.eos_token_id, tokenizer.pad_token_id]
 
 
-def _byte_level_alphabet() -> dict[str, int]:
-    """GPT-2's byte <-> printable-character table (``bytes_to_unicode``), inverted."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, n = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[chr(b)] = b
-        else:
-            chars[chr(256 + n)] = b
-            n += 1
-    return chars
-
-
 @pytest.fixture(scope="session")
 def smollm2() -> Vocab:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte-level alphabet
+
     from verl_flexrec.pretrained import load_smollm2_tokenizer
 
     tok = load_smollm2_tokenizer()
-    alphabet = _byte_level_alphabet()
+    alphabet = {c: b for b, c in bytes_to_unicode().items()}
     strings = tok.convert_ids_to_tokens(list(range(len(tok))))
     return Vocab("smollm2", tok, lambda i: bytes(alphabet[c] for c in strings[i]))
 
