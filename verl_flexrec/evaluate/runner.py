@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 from verl_flexrec.parsing import complete_ranking, parse_ranking
 
 from ..paths import portable_paths_in
-
 from .baselines import Ranker, has_signal, make_ranker, rank_by_scores, resolve_baselines, tie_keys
 from .data import EvalRow, TrainingInteractions, load_rows, load_training_interactions
 from .metrics import METRICS, evaluation_gains, expected_random_metrics, has_gain, ranking_metrics, zero_metrics
