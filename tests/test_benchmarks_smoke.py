@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # two benchmark scripts in subprocesses (~20 s of CPU)
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"cost": "benchmarks/bench_cost.py", "learning_dynamics": "benchmarks/learning_dynamics.py"}
 

@@ -54,6 +54,7 @@ def test_gloo_only_backend():
     assert gloo_only_backend("cuda", None) is None
 
 
+@pytest.mark.slow  # a fresh interpreter importing verl's workers
 def test_patched_worker_process_group_initialises_on_cpu():
     # A fresh process on the cpu platform: verl's own TrainingWorker entry point now works.
     code = textwrap.dedent("""

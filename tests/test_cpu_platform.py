@@ -8,6 +8,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.slow  # three fresh interpreters importing verl (~20 s of CPU)
+
 
 def _run(code: str, **env) -> str:
     full_env = {k: v for k, v in os.environ.items() if k != "VERL_PLATFORM"}

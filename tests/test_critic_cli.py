@@ -187,7 +187,7 @@ def test_module_entry_point_help():
 
 
 def test_train_evaluate_fill_on_data_prep_kuairec_fixture(tmp_path, capsys):
-    """Issue 4 "done when": the CLI on parquet produced by data_prep/ (sparse KuaiRec, fixture raw files)."""
+    """The CLI on parquet produced by data_prep/ (sparse KuaiRec, fixture raw files)."""
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,4 +1,4 @@
-"""Critic quality on synthetic sparse data with known heteroscedastic noise (issue 4 §6).
+"""Critic quality on synthetic sparse data with known heteroscedastic noise.
 
 One small critic (200 users x 300 items, 10 % observed, 8 % cold users and items) is trained once
 per module; the tests check it against the truth the generator knows.

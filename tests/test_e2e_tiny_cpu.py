@@ -21,6 +21,8 @@ import torch
 from verl_flexrec.cpu.advantage_dump import split_by_item_tokens
 from verl_flexrec.cpu.measure import run_measured
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "recipes" / "flexrec" / "run_tiny_cpu.sh"
 STEPS = 3

@@ -71,6 +71,15 @@ def test_cli_baselines_write_json_markdown_and_png(ml, tmp_path):
 
     assert matplotlib.image.imread(out / "results.png").shape[0] > 100
     assert result.stdout.startswith("# FlexRec evaluation")
+    # paths relative to the results folder, none absolute
+    for written in ("results.json", "results.md"):
+        text = (out / written).read_text()
+        assert str(tmp_path) not in text and str(ml) not in text, written
+    meta = results["meta"]
+    assert (out / meta["data"]).resolve() == (ml / "test.parquet").resolve()
+    source, origin = meta["train_interactions"]["source"].split(" ", 1)
+    assert (out / source).resolve() == (ml / "interactions.parquet").resolve() and origin == "(observed pairs)"
+    assert f"--data {meta['data']} " in meta["command"] and "--out-dir . " in meta["command"]
 
 
 def test_hf_backend_end_to_end_on_a_tiny_model(ml, tiny_model, tmp_path):

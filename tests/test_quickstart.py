@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fixtures_ml100k import write_ml100k_grouplens
 
+pytestmark = pytest.mark.slow  # the pipeline in subprocesses, several times (~35 s of CPU)
+
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("data", "critic", "baselines")
 

@@ -214,6 +214,7 @@ def test_run_baselines_runs_each_baseline_and_scripts_refuse_bad_input():
         [_check_command(c) for c in typo]
 
 
+@pytest.mark.slow  # verl's main_ppo in a subprocess (~8 s of CPU)
 def test_verl_main_ppo_cli_composes_the_recipe():
     """The exact command users run, up to hydra's --cfg job (prints the composed job config)."""
     (command,) = [c for c in _dry_run("run_single_need.sh", "kuairec", PYTHON=sys.executable) if "verl.trainer.main_ppo" in c]

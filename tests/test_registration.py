@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 CHECK = """
 import verl  # loads entry points, nothing else of ours
 from verl.experimental.reward_loop.reward_manager.registry import REWARD_MANAGER
@@ -22,6 +24,7 @@ def _run(code, **env):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=300)
 
 
+@pytest.mark.slow  # fresh interpreters importing verl (~7 s of CPU each)
 def test_import_verl_in_a_fresh_process_registers_flexrec():
     out = _run(CHECK)
     assert out.returncode == 0, out.stderr
@@ -33,6 +36,7 @@ def test_import_verl_in_a_fresh_process_registers_flexrec():
     ]
 
 
+@pytest.mark.slow  # fresh interpreters importing verl (~7 s of CPU each)
 def test_plugins_disabled_means_not_registered_and_doctor_fails_loudly():
     out = _run(CHECK, VERL_USE_EXTERNAL_PLUGINS="none")
     assert out.stdout.split() == ["None", "None", "None", "True"]
@@ -49,6 +53,7 @@ def test_plugins_disabled_means_not_registered_and_doctor_fails_loudly():
     ]
 
 
+@pytest.mark.slow  # fresh interpreters importing verl (~7 s of CPU each)
 def test_doctor_passes_and_registration_is_idempotent():
     doctor = _run("from verl_flexrec.__main__ import main; raise SystemExit(main(['doctor']))")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr

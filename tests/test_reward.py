@@ -101,6 +101,7 @@ def _responses(draw):
     return text
 
 
+@pytest.mark.slow  # 3,000 examples (~4 s of CPU)
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_responses(), st.sampled_from(["causal", "noncausal", "independent", "rank"]))
 def test_fuzz_rewards_are_finite_and_bounded(response, mode):

@@ -12,7 +12,7 @@ block), so a run is described by one place::
         uncertainty: {enable: true, weighting: discount, eps: 0.01, normalize: batch, max_scale: 3.0}
 
 Provenance of each default is in ``docs``-style comments below: "paper" where a source states it,
-"choice" where the paper leaves it open (see shared/docs/flexrec-method.md).
+"choice" where the paper (FlexRec, arXiv 2603.11901) leaves it open.
 """
 
 from __future__ import annotations

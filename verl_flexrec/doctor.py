@@ -24,10 +24,6 @@ def _lookup(registry: str, name: str):
         from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY
 
         return ADV_ESTIMATOR_REGISTRY.get(name)
-    if registry == "agent_loop":
-        from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
-
-        return _agent_loop_registry.get(name)
     if registry == "trainer":
         from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
 

@@ -8,9 +8,9 @@
 # then runs `python -m verl.trainer.main_ppo` there: 3 steps, validation, a checkpoint, console
 # and tensorboard logs (WORKDIR/tensorboard), per-token advantage dumps (WORKDIR/rollouts).
 # TINY_CPU_DATASET=kuairec uses the KuaiRec fixture instead of MovieLens-1M; TINY_CPU_SKIP_SETUP=1
-# reuses WORKDIR's data and model; PYTHON picks the interpreter. TRAIN_FILE + VAL_FILE (verl parquet,
-# e.g. from `python -m verl_flexrec.quickstart --with-train`) replace the fixture with seeded subsets
-# of your data; CKPT_DIR moves the checkpoints (default: WORKDIR).
+# reuses WORKDIR's data and model; PYTHON picks the interpreter. TRAIN_FILE + VAL_FILE (verl parquet;
+# `python -m verl_flexrec.quickstart` passes its critic-filled training rows and its test rows)
+# replace the fixture with seeded subsets of your data; CKPT_DIR moves the checkpoints (default: WORKDIR).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 WORKDIR="${1:-$PWD/tiny_cpu_run}"

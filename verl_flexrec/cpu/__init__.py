@@ -1,1 +1,1 @@
-"""CPU support for verl's trainer (engine + HF-generation rollout); see issue 8."""
+"""CPU support for verl's trainer (engine + HF-generation rollout)."""

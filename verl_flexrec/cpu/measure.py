@@ -23,6 +23,8 @@ import time
 
 import psutil
 
+from ..paths import portable_paths_in
+
 
 def tree_rss(root: psutil.Process) -> tuple[int, int]:
     """(sum of RSS, largest RSS) in bytes over ``root`` and its descendants still alive."""
@@ -89,11 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     if not cmd:
         parser.error("no command given")
     report = run_measured(cmd, interval=args.interval)
-    text = json.dumps(report, indent=1)
-    print(text, file=sys.stderr)
+    print(json.dumps(report, indent=1), file=sys.stderr)
     if args.out:
+        # the file holds the command's paths relative to its own folder, none absolute
+        folder = os.path.dirname(os.path.abspath(args.out))
+        saved = portable_paths_in(report, folder, [c for c in cmd if os.path.exists(c)])
         with open(args.out, "w") as f:
-            f.write(text + "\n")
+            f.write(json.dumps(saved, indent=1) + "\n")
     return report["returncode"]
 
 

@@ -1,4 +1,4 @@
-"""``verl.plugins`` entry point ``flexrec_cpu``: CPU support for verl's PPO trainer (issue 8).
+"""``verl.plugins`` entry point ``flexrec_cpu``: CPU support for verl's PPO trainer.
 
 verl imports this in every process that imports ``verl``. It must stay cheap and must not
 change anything for GPU users, so it does two things only:

@@ -41,7 +41,6 @@ batch 128, 512 sampled negatives, learning rate 1e-3, dropout 0.2. Every model i
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import warnings
@@ -50,6 +49,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..threads import torch_threads
 from .data import EvalRow, TrainingInteractions
 from .metrics import evaluation_gains
 
@@ -283,20 +283,6 @@ class ItemKNNRanker(_MatrixRanker):
         return out
 
 
-@contextlib.contextmanager
-def _torch_threads(threads: int | None):
-    """Run with ``threads`` torch CPU threads (None: leave torch's setting); 1 is far faster on a busy CPU."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class SASRecRanker(Ranker):
     """SASRec from ``cornac``: one training sequence per user (its interactions in time order)."""
 
@@ -320,7 +306,7 @@ class SASRecRanker(Ranker):
         self.threads = kwargs.pop("threads", None)
         kwargs.setdefault("verbose", self.progress)  # cornac's per-epoch progress bar
         self.model = SASRec(seed=seed, **kwargs)
-        with _torch_threads(self.threads):
+        with torch_threads(self.threads):
             self.model.fit(dataset)
         self.items = dict(dataset.iid_map)
         self.user_sequences = {
@@ -336,7 +322,7 @@ class SASRecRanker(Ranker):
             return out
         import torch
 
-        with torch.no_grad(), _torch_threads(self.threads):
+        with torch.no_grad(), torch_threads(self.threads):
             scores = np.asarray(self.model.score(0, history), dtype=np.float64)
         for j, item in enumerate(row.item_ids):
             if item in self.items:

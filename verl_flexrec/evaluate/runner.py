@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from verl_flexrec.parsing import complete_ranking, parse_ranking
 
+from ..paths import portable_paths_in
 from .baselines import Ranker, has_signal, make_ranker, rank_by_scores, resolve_baselines, tie_keys
 from .data import EvalRow, TrainingInteractions, load_rows, load_training_interactions
 from .metrics import METRICS, evaluation_gains, expected_random_metrics, has_gain, ranking_metrics, zero_metrics
@@ -311,6 +312,10 @@ def evaluate(
     if out_dir is not None:
         from .report import write_outputs
 
+        # the files hold paths relative to out_dir (data, training file, command line), none absolute
+        local = [data, out_dir, *([] if train is None else [train_path, Path(train_path).parent / "interactions.parquet"]),
+                 *([model] if model is not None and Path(model).exists() else [])]
+        out = portable_paths_in(out, out_dir, local)
         write_outputs(out, out_dir, responses=responses)
     return out
 
