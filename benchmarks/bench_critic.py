@@ -1,4 +1,4 @@
-"""Benchmark the uncertainty critic against rating-prediction baselines (issues 4 and 21).
+"""Benchmark the uncertainty critic against rating-prediction baselines.
 
     python benchmarks/bench_critic.py                     # synthetic + ML-100k + KuaiRec fixture + inference
     python benchmarks/bench_critic.py --quick             # smaller synthetic matrix, one critic seed

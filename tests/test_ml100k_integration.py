@@ -178,11 +178,11 @@ def test_popularity_beats_random_on_maximize_interest(run, rows):
 
 def test_critic_beats_every_rating_baseline_on_held_out_ratings(run):
     """Held-out = the test ratings (never in the critic's training data, 9,430 of them), against
-    the constant, ridge-bias, cornac-MF and user/item-KNN fillers on the same points (issue 21).
+    the constant, ridge-bias, cornac-MF and user/item-KNN fillers on the same points.
 
     Measured 2026-12-05 (benchmarks/bench_critic.py, 3 seeds): NLL 1.487-1.491 vs the bias model's
     1.519 (margin CI [+0.021, +0.040] for every seed); its variance beats the best constant variance
-    by +0.014 [+0.008, +0.019]. Before issue 21 the critic lost to the bias model (1.550).
+    by +0.014 [+0.008, +0.019]. The previous critic lost to the bias model (1.550).
     """
     work, _, result = run
     report = json.loads((work / "critic" / "report" / "metrics.json").read_text())

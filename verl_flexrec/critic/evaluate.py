@@ -260,7 +260,7 @@ def compare_fillers(
 
 
 def _goal(report: dict, ref: str, skip: set[str]) -> dict:
-    """The critic's targets (issue 21): each a bool with the numbers it rests on."""
+    """The critic's targets on real data: each a bool with the numbers it rests on."""
     f = report["fillers"]
     others = {n: v for n, v in f.items() if n != ref and n not in skip}
     out: dict = {}

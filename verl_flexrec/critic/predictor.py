@@ -7,7 +7,6 @@ then :meth:`CriticPredictor.fill` / :meth:`CriticPredictor.predict` per rollout.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from ..schema import GroundTruth
+from ..threads import torch_threads
 from .data import Vocab, split_categories
 from .features import SupportFeatures
 from .model import CriticConfig, CriticEnsemble, ensemble_moments
@@ -32,20 +32,6 @@ OLD_FORMATS = {"verl_flexrec.critic/1"}
 # costs more than the op itself at this size, and on a busy CPU (several reward-loop workers) each
 # parallel region can wait a whole scheduler slice (measured: 35 ms vs 0.5 ms per 30-candidate list).
 SINGLE_THREAD_MAX_PAIRS = 8192
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Temporarily set torch's intra-op threads (no-op for None or the current value)."""
-    old = torch.get_num_threads()
-    if n is None or n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def pad_categories(cat_lists: Sequence[Sequence[int]], width: int | None = None) -> np.ndarray:

@@ -37,7 +37,8 @@ import torch
 from .data import Interactions, Vocab, validation_split
 from .features import BiasModel, SupportFeatures, mf_factors
 from .model import CriticConfig, CriticEnsemble, ensemble_moments, gaussian_nll
-from .predictor import CriticPredictor, pad_categories, torch_threads
+from ..threads import torch_threads
+from .predictor import CriticPredictor, pad_categories
 
 __all__ = ["CriticTrainingError", "train_critic"]
 
