@@ -32,9 +32,11 @@ SCALE_NORMALIZATIONS = ("batch", "group", "none")
 
 
 def group_ids(index) -> torch.Tensor:
-    """Dense group id per rollout from verl's ``index`` (prompt uid strings / ints)."""
-    _, inverse = np.unique(np.asarray(index, dtype=object).astype(str), return_inverse=True)
-    return torch.as_tensor(inverse.reshape(-1), dtype=torch.long)
+    """Dense group id per rollout from verl's ``index`` (prompt uid strings / ints), numbered in
+    order of first appearance; labels that print the same are one group."""
+    index = np.asarray(index, dtype=object).reshape(-1)
+    ids: dict[str, int] = {}
+    return torch.from_numpy(np.fromiter((ids.setdefault(u, len(ids)) for u in map(str, index)), np.int64, len(index)))
 
 
 def rollout_uncertainty(var_ranked, gains, *, weighting: str = "discount", cutoff: int | None = None):

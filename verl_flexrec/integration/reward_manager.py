@@ -2,8 +2,10 @@
 
 ``run_single`` decodes one rollout, scores it with :func:`verl_flexrec.reward.score_response`, and
 returns the sequence reward as ``reward_score`` (verl puts it on the last response token). The
-item-level signal travels in ``reward_extra_info`` as scalars and JSON strings only, because verl
-stacks those values with ``np.array`` (ragged lists break it) and averages lists in validation:
+item-level signal travels in ``reward_extra_info``, one value per key and rollout: scalars, and
+the item arrays as fixed-width binary (:mod:`verl_flexrec.integration.item_data` says why a
+``str``), because verl averages every non-string value in validation and stacks each key across
+rollouts with ``np.array``:
 
 =========================  =====================================================================
 key                        value
@@ -13,23 +15,24 @@ flexrec_error              "" or the parse error code (missing_tags, truncated, 
 flexrec_seq_reward         the sequence reward (same as reward_score)
 flexrec_ndcg               list NDCG used in the reward
 flexrec_uncertainty        u, variance of the list reward (0 when every gain is observed)
-flexrec_item_rewards       JSON list, item reward of each ranked position ("[]" when invalid)
-flexrec_item_token_spans   JSON list of [first, end) response-token ranges of each ranked id
+flexrec_num_items          K, items in the ranked list (0 when invalid)
+flexrec_item_rewards_f32   the K item rewards, ranked order: float32 bytes as a latin-1 str
+flexrec_num_item_tokens    T, response tokens that spell a ranked id
+flexrec_item_tokens_i32    the T (token index, item position) pairs: int32 bytes, likewise
 ndcg@5 ndcg@10 recall@5    evaluation metrics (0 for invalid output), logged by verl's validation
 mrr@5
 =========================  =====================================================================
 
-:func:`verl_flexrec.integration.estimator.collate_flexrec_inputs` turns a batch of these back into
-the estimator's tensors; the ``flexrec_sync`` trainer (:mod:`verl_flexrec.integration.trainer`)
-carries them from verl's TransferQueue to the estimator. With ``algorithm.adv_estimator=flexrec``
-the manager refuses to start under a trainer that would drop them (verl's legacy trainer, or a
-V1 trainer mode other than a FlexRec one), naming the fix.
+:func:`verl_flexrec.integration.item_data.collate_flexrec_inputs` stacks a batch of these into the
+estimator's tensors with one ``np.frombuffer`` per array; the ``flexrec_sync`` trainer
+(:mod:`verl_flexrec.integration.trainer`) carries them from verl's TransferQueue to the estimator.
+With ``algorithm.adv_estimator=flexrec`` the manager refuses to start under a trainer that would
+drop them (verl's legacy trainer, or a V1 trainer mode other than a FlexRec one), naming the fix.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
@@ -38,6 +41,7 @@ from ..config import FlexRecConfig, config_get
 from ..reward import score_response
 from ..schema import GroundTruth, GroundTruthError
 from ..tokens import char_spans_to_token_spans, token_char_offsets
+from .item_data import ITEM_DATA_KEYS, encode_item_data
 
 __all__ = ["EXTRA_INFO_KEYS", "FlexRecRewardManager"]
 
@@ -47,8 +51,7 @@ EXTRA_INFO_KEYS = (
     "flexrec_seq_reward",
     "flexrec_ndcg",
     "flexrec_uncertainty",
-    "flexrec_item_rewards",
-    "flexrec_item_token_spans",
+    *ITEM_DATA_KEYS,
     "ndcg@5",
     "ndcg@10",
     "recall@5",
@@ -101,8 +104,7 @@ class FlexRecRewardManager(RewardManagerBase):
             "flexrec_seq_reward": result.score,
             "flexrec_ndcg": result.ndcg,
             "flexrec_uncertainty": result.uncertainty,
-            "flexrec_item_rewards": json.dumps(result.item_rewards),
-            "flexrec_item_token_spans": json.dumps([list(s) for s in token_spans]),
+            **encode_item_data(result.item_rewards, token_spans),
             **result.metrics,
         }
         return {"reward_score": result.score, "reward_extra_info": info}

@@ -31,6 +31,7 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from ..config import config_get
 from . import handoff
+from .item_data import ITEM_DATA_KEYS
 from .metrics import flexrec_training_metrics
 
 __all__ = [
@@ -50,8 +51,7 @@ REQUIRED_EXTRA_INFO_KEYS = (
     "flexrec_error",
     "flexrec_ndcg",
     "flexrec_uncertainty",
-    "flexrec_item_rewards",
-    "flexrec_item_token_spans",
+    *ITEM_DATA_KEYS,
 )
 _FETCH_FIELDS = ["uid", "response_mask", "extra_fields"]
 
