@@ -72,16 +72,19 @@ def encode_item_data(item_rewards: Sequence[float], token_spans: Sequence[Sequen
         raise ValueError(f"{len(item_rewards)} item rewards but {len(token_spans)} token spans")
     item_of_token: dict[int, int] = {}
     for k, (first, end) in enumerate(token_spans):
+        if first < 0:
+            raise ValueError(f"token spans must lie in [0, 2**31), got {token_spans[k]} for item {k}")
         for t in range(first, end):
             item_of_token[t] = k  # a token shared by two ids belongs to the later one
-    pairs = np.array(sorted(item_of_token.items()), dtype=np.int64).reshape(-1, 2)
-    if pairs.size and (pairs.min() < 0 or pairs.max() > np.iinfo(_TOKEN).max):
-        raise ValueError(f"token spans must lie in [0, 2**31), got {list(token_spans)[:5]}...")
+    try:
+        pairs = np.array([v for pair in sorted(item_of_token.items()) for v in pair], dtype=_TOKEN)
+    except OverflowError:
+        raise ValueError(f"token spans must lie in [0, 2**31), got a token index {max(item_of_token)}") from None
     return {
         NUM_ITEMS_KEY: len(item_rewards),
         ITEM_REWARDS_KEY: _as_text(item_rewards, _REWARD),
-        NUM_ITEM_TOKENS_KEY: len(pairs),
-        ITEM_TOKENS_KEY: _as_text(pairs, _TOKEN),
+        NUM_ITEM_TOKENS_KEY: len(item_of_token),
+        ITEM_TOKENS_KEY: pairs.tobytes().decode(_TEXT),
     }
 
 

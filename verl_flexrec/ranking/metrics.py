@@ -57,9 +57,9 @@ def sort_descending(x, xp):
     torch's CPU sort on many short rows (the 4,096 x 30 lists of ``benchmarks/bench_cost.py``).
     """
     if xp is np:
-        return -np.sort(-x, axis=-1)
+        return np.sort(x, axis=-1)[..., ::-1]
     if str(x.device) == "cpu" and not getattr(x, "requires_grad", False):
-        return xp.asarray(-np.sort(-np.asarray(x), axis=-1))
+        return xp.asarray(np.sort(np.asarray(x), axis=-1)[..., ::-1].copy())
     return xp.sort(x, axis=-1, descending=True)
 
 
@@ -125,10 +125,10 @@ def ideal_dcg(gains, k: int | None = None, *, gain: str = "linear"):
 def ndcg(gains, k: int | None | Sequence[int | None] = None, *, gain: str = "linear", ideal_gains=None):
     """NDCG@k of ranked gains ``(..., K)``; ``ideal_gains`` (any order) defaults to ``gains``.
 
-    ``k`` may be a sequence of cut-offs (``None`` = the whole list): the result then has a last
+    ``k`` may be a tuple or list of cut-offs (``None`` = the whole list): the result then has a last
     dimension with one NDCG per cut-off, from one sort and two running sums.
     """
-    several = isinstance(k, Sequence)
+    several = isinstance(k, (tuple, list))
     cuts = list(k) if several else [k]
     for c in cuts:
         _check_cutoff(c)
@@ -150,21 +150,28 @@ def ndcg(gains, k: int | None | Sequence[int | None] = None, *, gain: str = "lin
 def recall(relevant, k: int, *, num_relevant=None):
     """Recall@k from a boolean ``relevant`` mask in ranked order ``(..., K)``."""
     rel, xp = as_array(relevant)
-    rel = xp.astype(rel, xp.float64)
-    hits = xp.sum(rel[..., :k], axis=-1)
-    total = xp.sum(rel, axis=-1) if num_relevant is None else xp.astype(as_array(num_relevant)[0], xp.float64)
-    return xp.where(total > 0, hits / xp.where(total > 0, total, 1.0), 0.0)
+    hits = xp.astype(xp.sum(rel[..., :k], axis=-1), xp.float64)
+    total = xp.sum(rel, axis=-1) if num_relevant is None else as_array(num_relevant)[0]
+    return hits / xp.where(total > 0, total, 1)  # nothing relevant: no hits, 0
 
 
 def mrr(relevant, k: int):
     """Reciprocal rank of the first relevant item within the top ``k`` (0 when none)."""
     rel, xp = as_array(relevant)
-    rel = xp.astype(rel, xp.bool)[..., :k]
+    rel = rel[..., :k]
     n = rel.shape[-1]
     if n == 0:
         return xp.zeros(rel.shape[:-1], dtype=xp.float64, device=rel.device)
-    ranks = xp.arange(1, n + 1, dtype=xp.float64, device=rel.device)
-    return xp.max(xp.where(rel, 1.0 / ranks, 0.0), axis=-1)
+    return xp.max(xp.where(rel != 0, _reciprocal_ranks(n, xp, rel.device), 0.0), axis=-1)
+
+
+@lru_cache(maxsize=512)
+def _reciprocal_ranks(n: int, xp, device):
+    """``1 / r`` for ranks r = 1..n (read-only for numpy, computed once)."""
+    r = 1.0 / xp.arange(1, n + 1, dtype=xp.float64, device=device)
+    if xp is np:
+        r.flags.writeable = False
+    return r
 
 
 def top_n_relevant(gains, n: int):

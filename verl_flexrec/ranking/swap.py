@@ -24,7 +24,11 @@ Modes:
 
 from __future__ import annotations
 
-from .metrics import _dcg, _discounts_like, _check_cutoff, as_float, sort_descending, transform_gains
+from functools import lru_cache
+
+import numpy as np
+
+from .metrics import _dcg, _discounts, _discounts_like, _check_cutoff, as_float, sort_descending, transform_gains
 
 __all__ = ["SWAP_MODES", "swap_item_rewards"]
 
@@ -35,6 +39,19 @@ def _suffix_sum_exclusive(x, xp):
     """sum_{j>k} x_j along the last dim: the total minus the running sum (0 at the last position)."""
     running = xp.cumulative_sum(x, axis=-1)
     return running[..., -1:] - running
+
+
+@lru_cache(maxsize=512)
+def _causal_constants(K: int, cutoff: int | None, xp, device):
+    """Per-position parts of the causal closed form that depend only on K and the cut-off:
+    ``c_k d_k - S_k`` and ``1 / max(c_k, 1)`` (c_k = K - k, S_k = sum_{j>k} d_j), float64."""
+    d = _discounts(K, cutoff, xp, xp.float64, device)
+    count = xp.arange(K - 1, -1, -1, dtype=xp.float64, device=device)
+    out = (count * d - _suffix_sum_exclusive(d, xp), 1.0 / xp.where(count > 0, count, 1.0))
+    if xp is np:
+        for a in out:
+            a.flags.writeable = False
+    return out
 
 
 def swap_item_rewards(gains, mode: str = "causal", cutoff: int | None = None, *, gain: str = "linear"):
@@ -66,11 +83,10 @@ def swap_item_rewards(gains, mode: str = "causal", cutoff: int | None = None, *,
     elif mode == "rank":
         gd = g * d
         num, den = gd + _suffix_sum_exclusive(gd, xp), safe_idcg
-    elif mode == "causal":
-        count = xp.arange(K - 1, -1, -1, dtype=xp.float64, device=d.device)  # K - k
-        S, T, U = _suffix_sum_exclusive(d, xp), _suffix_sum_exclusive(g, xp), _suffix_sum_exclusive(g * d, xp)
-        num = count * g * d - g * S - d * T + U
-        den = xp.where(count > 0, count, 1.0) * safe_idcg
+    elif mode == "causal":  # (g_k (c_k d_k - S_k) - d_k T_k + U_k) / c_k / IDCG
+        cd_minus_S, inv_count = _causal_constants(K, cutoff, xp, g.device)
+        num = (g * cd_minus_S - d * _suffix_sum_exclusive(g, xp) + _suffix_sum_exclusive(g * d, xp)) * inv_count
+        den = safe_idcg
     else:  # noncausal: the j = k term is zero, so sum over all j and divide by K - 1
         D, G, GD = xp.sum(d), xp.sum(g, axis=-1, keepdims=True), xp.sum(g * d, axis=-1, keepdims=True)
         num = K * g * d - g * D - d * G + GD
@@ -80,4 +96,4 @@ def swap_item_rewards(gains, mode: str = "causal", cutoff: int | None = None, *,
         r[..., -1] = 0.0  # cancellation leaves ~1e-17 where the exact value is 0
     if mode == "noncausal" and K == 1:
         r = xp.zeros_like(r)
-    return xp.astype(r, raw.dtype)
+    return xp.astype(r, raw.dtype, copy=False)
