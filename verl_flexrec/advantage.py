@@ -91,11 +91,11 @@ def _cells_from_item_tokens(item_tokens: torch.Tensor, bs: int, length: int, K: 
     if item_tokens.ndim != 2 or item_tokens.shape[1] != 3:
         raise ValueError(f"item_tokens has shape {tuple(item_tokens.shape)}, expected (T, 3)")
     if item_tokens.numel():
-        lo, hi = item_tokens.aminmax(dim=0)
-        if lo.min() < 0 or hi[0] >= bs or hi[1] >= length or hi[2] >= K:
+        lo, hi = (x.tolist() for x in item_tokens.aminmax(dim=0))
+        if min(lo) < 0 or hi[0] >= bs or hi[1] >= length or hi[2] >= K:
             raise ValueError(
                 f"item_tokens must index rows < {bs}, tokens < {length} and item positions < {K}; got rows, tokens, "
-                f"positions in [{lo.tolist()}, {hi.tolist()}]"
+                f"positions in [{lo}, {hi}]"
             )
     row, token, k = item_tokens.unbind(1)
     cell, slot = row * length + token, row * K + k
