@@ -289,6 +289,45 @@ def bench_estimator(bs: int, L: int, repeats: int) -> dict:
     }
 
 
+def bench_trainer_fetch(bs: int, L: int, repeats: int) -> dict:
+    """``flexrec_sync``'s per-step read of the rollouts' reward_extra_info (uid, response_mask and
+    extra_fields of every row, in the types TransferQueue's storage returns: a jagged tensor and
+    NonTensorStacks), from the fetched TensorDict to the handoff batch; the transfer itself and
+    verl's own reads are excluded. Not part of the trainer-path target (collation + estimator)."""
+    from unittest.mock import patch
+
+    import transfer_queue as tq
+    from tensordict import TensorDict
+    from transfer_queue import KVBatchMeta
+    from transfer_queue.storage.managers.simple_storage_manager import AsyncSimpleStorageManager
+
+    from verl_flexrec.integration.trainer import FlexRecTrainerSync
+
+    _, mask, index, _, infos, _ = estimator_batch(bs, L)
+    keys = [f"{u}_{i % 8}_0" for i, u in enumerate(index)]
+    scalars = {"flexrec_valid": 1.0, "flexrec_error": "", "flexrec_ndcg": 0.5, "ndcg@5": 0.5, "ndcg@10": 0.5, "recall@5": 0.5, "mrr@5": 0.5}
+    pack = AsyncSimpleStorageManager._pack_field_values
+    fields = {
+        "uid": pack([str(u) for u in index]),
+        "response_mask": pack([torch.ones(int(n), dtype=torch.int64) for n in mask.sum(-1)]),
+        "extra_fields": pack([{"reward_extra_info": {**scalars, **info}} for info in infos]),
+    }
+    fetched = [TensorDict(dict(fields), batch_size=[bs]) for _ in range(repeats + 1)]  # the trainer pops fields
+    trainer = FlexRecTrainerSync.__new__(FlexRecTrainerSync)
+    trainer.config = OmegaConf.create({"algorithm": {"adv_estimator": "flexrec"}})
+    batch = KVBatchMeta(keys=keys, tags=[{}] * bs, partition_id="train")
+    wall, cpu = [], []
+    with patch.object(tq, "kv_batch_get", lambda **_: fetched.pop()):
+        trainer._fetch_flexrec_batch(batch)
+        for _ in range(repeats):
+            w, c = time.perf_counter(), time.thread_time()
+            provided = trainer._fetch_flexrec_batch(batch)
+            cpu.append(time.thread_time() - c)
+            wall.append(time.perf_counter() - w)
+    assert provided.response_lengths == mask.sum(-1).long().tolist() and all(i is not None for i in provided.infos)
+    return _stats(wall, cpu)
+
+
 # -- 3. reward manager ------------------------------------------------------------------------
 def reward_manager_inputs(tokenizer, n: int, K: int = 30, reasoning_words: int = 60, seed: int = 0):
     rng = np.random.default_rng(seed)
@@ -542,6 +581,9 @@ def print_tables(r: dict) -> None:
         x = e["vs_grpo_vectorized"].get(name, {"cpu_min": 1.0, "cpu_median": 1.0, "wall_median": 1.0})
         print(f"   {label:33s} {t['cpu_min_s'] * 1e3:6.2f} / {t['cpu_median_s'] * 1e3:6.2f} / {t['wall_median_s'] * 1e3:6.2f} ms   "
               f"{x['cpu_min']:5.2f}x / {x['cpu_median']:5.2f}x / {x['wall_median']:5.2f}x")
+    f, fx = e["trainer_fetch"]["times"], e["trainer_fetch"]["vs_grpo_vectorized"]
+    print(f"   {'(trainer fetch of extra_fields)':33s} {f['cpu_min_s'] * 1e3:6.2f} / {f['cpu_median_s'] * 1e3:6.2f} / {f['wall_median_s'] * 1e3:6.2f} ms   "
+          f"{fx['cpu_min']:5.2f}x / {fx['cpu_median']:5.2f}x / {fx['wall_median']:5.2f}x   (outside the target)")
     print(f"   identical outputs: 4 args = grpo {e['standard_args_equal_grpo']}, trainer path = ready tensors {e['trainer_path_equals_direct_items']}, "
           f"dense = sparse {e['dense_positions_equal_item_tokens']}, collation = direct inputs {e['collate_matches_direct_inputs']}")
     print(f"\n3. reward manager per sample ({m['samples']} responses, {m['mean_response_tokens']:.0f} tokens avg): µs (CPU min / CPU median / wall median)")
@@ -597,6 +639,9 @@ def main(argv=None) -> int:
     res["swap"] = bench_swap(sizes["lists"], sizes["K"], args.repeats, sizes["naive_repeats"], sizes["exact"])
     steps.update()
     res["estimator"] = bench_estimator(sizes["bs"], sizes["L"], args.estimator_repeats)
+    fetch = bench_trainer_fetch(sizes["bs"], sizes["L"], 9 if not args.smoke else 3)
+    res["estimator"]["trainer_fetch"] = {"times": fetch, "vs_grpo_vectorized": {
+        s.removesuffix("_s"): fetch[s] / res["estimator"]["times"]["grpo_vectorized"][s] for s in STATS}}
     steps.update()
     res["reward_manager"] = bench_reward_manager(sizes["rm"], args.rm_repeats)
     steps.update()

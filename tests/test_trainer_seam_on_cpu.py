@@ -450,6 +450,18 @@ def test_verl_grpo_under_the_flexrec_trainer_is_unchanged_and_still_logs(tokeniz
     assert "flexrec/uncertainty_scale/mean" not in metrics
 
 
+def test_row_sums_of_jagged_masks_with_empty_rows():
+    from verl_flexrec.integration.trainer import _row_sums
+
+    for rows in ([0, 3, 0, 2, 0], [0], [0, 0], [5], [1, 0, 0], [2, 7, 1]):
+        for dtype in (torch.int64, torch.bool, torch.float32):
+            masks = [torch.ones(n, dtype=dtype) for n in rows]
+            jagged = torch.nested.nested_tensor(masks, layout=torch.jagged)
+            assert _row_sums(jagged) == rows, (rows, dtype)
+            if len(set(rows)) == 1:
+                assert _row_sums(torch.stack(masks)) == rows  # dense
+
+
 def test_flexrec_sync_is_registered_and_behaves_as_verl_sync():
     assert get_trainer_cls("flexrec_sync") is FlexRecTrainerSync
     trainer = FlexRecTrainerSync.__new__(FlexRecTrainerSync)

@@ -29,17 +29,17 @@ __all__ = ["FlexRecAdvantages", "flexrec_advantages", "group_ids", "group_normal
 
 def _masked_group_stats(values: torch.Tensor, valid: torch.Tensor, cell: torch.Tensor, num_cells: int):
     """Mean and unbiased std of ``values[valid]`` per cell id; (<2 values → mean 0, std 1)."""
-    v = torch.where(valid, values, torch.zeros_like(values)).to(torch.float64).reshape(-1)
+    v = torch.where(valid, values, 0.0).to(torch.float64).reshape(-1)
     w = valid.to(torch.float64).reshape(-1)
     c = cell.reshape(-1)
     n = torch.zeros(num_cells, dtype=torch.float64).index_add_(0, c, w)
     s = torch.zeros(num_cells, dtype=torch.float64).index_add_(0, c, v)
     mean = s / n.clamp(min=1)
-    dev = torch.where(w > 0, v - mean.index_select(0, c), torch.zeros_like(v))
+    dev = (v - mean.index_select(0, c)) * w  # 0 where not valid (v is 0 there, never NaN)
     ss = torch.zeros(num_cells, dtype=torch.float64).index_add_(0, c, dev * dev)
     std = torch.sqrt(ss / (n - 1).clamp(min=1))
     few = n < 2
-    return torch.where(few, torch.zeros_like(mean), mean), torch.where(few, torch.ones_like(std), std)
+    return mean.masked_fill(few, 0.0), std.masked_fill(few, 1.0)
 
 
 def group_normalize(scores: torch.Tensor, gid: torch.Tensor, *, eps: float = 1e-6, norm_by_std: bool = True):
@@ -58,13 +58,13 @@ def _item_advantages(r: torch.Tensor, gid: torch.Tensor, opts: AdvantageOptions,
         cell = gid[:, None].expand(bs, K)
         num_cells = int(gid.max()) + 1
     else:
-        cell = gid[:, None] * K + torch.arange(K)[None, :]
+        cell = torch.add(torch.arange(K)[None, :], gid[:, None], alpha=K)  # gid * K + k
         num_cells = (int(gid.max()) + 1) * K
     mean, std = _masked_group_stats(r, have, cell, num_cells)
     cell = cell.reshape(-1)
     centred = r - mean.index_select(0, cell).view(bs, K)
     item_adv = centred if opts.item_norm == "none" or not use_std else centred / (std.index_select(0, cell).view(bs, K) + opts.eps)
-    return torch.where(have, item_adv, torch.full_like(item_adv, float("nan")))
+    return torch.where(have, item_adv, float("nan"))
 
 
 def _item_token_values(item_adv: torch.Tensor, seq_adv: torch.Tensor, add_seq: bool) -> torch.Tensor:
@@ -98,7 +98,7 @@ def _cells_from_item_tokens(item_tokens: torch.Tensor, bs: int, length: int, K: 
                 f"positions in [{lo}, {hi}]"
             )
     row, token, k = item_tokens.unbind(1)
-    cell, slot = row * length + token, row * K + k
+    cell, slot = torch.add(token, row, alpha=length), torch.add(k, row, alpha=K)  # row * length + token, row * K + k
     if cell.numel() > 1 and not bool((cell[1:] > cell[:-1]).all()):  # repeated (or unsorted) tokens
         order = torch.sort(cell, stable=True).indices  # equal cells keep their order
         cell, slot = cell.index_select(0, order), slot.index_select(0, order)
@@ -186,7 +186,7 @@ def flexrec_advantages(
             cell, slot = _cells_from_positions(pos, K)
         values = (_item_token_values(item_adv, seq_adv, opts.add_seq_adv_to_items) * scale[:, None]).to(torch.float32)
         item_token_adv = values.reshape(-1).index_select(0, slot) * response_mask.reshape(-1).index_select(0, cell)
-        adv.view(-1).index_copy_(0, cell, item_token_adv.to(torch.float32))
+        adv.view(-1).index_copy_(0, cell, item_token_adv)
     return FlexRecAdvantages(
         advantages=adv,
         seq_advantage=seq_adv.to(torch.float32),
