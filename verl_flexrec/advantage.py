@@ -71,7 +71,7 @@ def _item_token_values(item_adv: torch.Tensor, seq_adv: torch.Tensor, add_seq: b
     """``(bs, K)`` value of a token that spells the item at position k: A^item_i,k (+ A^seq_i when
     ``add_seq``), or A^seq_i where A^item is NaN (the rollout has no reward at that position)."""
     seq = seq_adv[:, None].expand_as(item_adv)
-    return torch.where(torch.isfinite(item_adv), item_adv + seq if add_seq else item_adv, seq)
+    return torch.where(torch.isnan(item_adv), seq, item_adv + seq if add_seq else item_adv)  # A^item is finite or NaN
 
 
 # Item tokens as (flat index into the (bs, L) advantages, flat index into the (bs, K) item values)
