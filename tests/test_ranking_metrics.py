@@ -110,6 +110,15 @@ def test_numpy_and_torch_give_the_same_numbers_and_types():
     assert isinstance(ndcg([3.0, 1.0, 2.0]), np.ndarray)  # lists are read as numpy
 
 
+def test_torch_tensors_numpy_cannot_hold_sort_in_torch():
+    """bfloat16 and tensors that need gradients take torch's own sort (no numpy round trip)."""
+    g = torch.rand(6, 9, dtype=torch.float64) * 3
+    torch.testing.assert_close(ndcg(g.bfloat16(), 5).double(), ndcg(g, 5), atol=2e-2, rtol=0)
+    x = g.clone().requires_grad_(True)
+    ndcg(x, 5).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_degenerate_lists_give_zero_not_nan():
     zeros = torch.zeros(3, 7)
     assert torch.equal(ndcg(zeros, 5), torch.zeros(3, dtype=zeros.dtype))

@@ -58,7 +58,7 @@ def sort_descending(x, xp):
     """
     if xp is np:
         return np.sort(x, axis=-1)[..., ::-1]
-    if str(x.device) == "cpu" and not getattr(x, "requires_grad", False):
+    if str(x.device) == "cpu" and x.dtype in (xp.float32, xp.float64) and not getattr(x, "requires_grad", False):
         return xp.asarray(np.sort(np.asarray(x), axis=-1)[..., ::-1].copy())
     return xp.sort(x, axis=-1, descending=True)
 
