@@ -1,7 +1,5 @@
 """verl_flexrec.cpu.advantage_dump: rows, item/other token split and the logged means."""
 
-import json
-
 import pytest
 
 from verl_flexrec.cpu.advantage_dump import (
@@ -9,6 +7,7 @@ from verl_flexrec.cpu.advantage_dump import (
     dump_rows,
     split_by_item_tokens,
 )
+from verl_flexrec.integration.item_data import encode_item_data
 
 
 def test_dump_rows_keep_response_tokens_and_spans():
@@ -16,7 +15,7 @@ def test_dump_rows_keep_response_tokens_and_spans():
         keys=["a_0_0", "b_0_0"],
         advantages=[[0.5, 0.2, -0.1, 9.0], [1.0, 1.0, 7.0]],
         response_mask=[[1, 1, 1, 0], [1, 1, 0]],
-        extra_fields=[{"reward_extra_info": {"flexrec_valid": 1.0, "flexrec_item_token_spans": json.dumps([[1, 2]])}},
+        extra_fields=[{"reward_extra_info": {"flexrec_valid": 1.0, **encode_item_data([0.3], [(1, 2)])}},
                       None],
     )
     assert rows[0] == {"key": "a_0_0", "valid": 1.0, "item_token_spans": [[1, 2]], "advantages": [0.5, 0.2, -0.1]}

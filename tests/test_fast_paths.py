@@ -1,12 +1,12 @@
 """The per-step hot paths against straightforward references (the previous implementations,
-copied here) on hypothesis-generated inputs: token advantages (one float32 gather), the
-estimator's input collation (one numpy scatter), one-list ranking math in numpy, token offsets
-from cached per-token pieces, and the numpy sort behind IDCG.
+copied here) on hypothesis-generated inputs: token advantages (a broadcast and a sparse write of
+the item tokens, from dense positions or from (row, token, k) triples), the estimator's input collation (one
+np.frombuffer per array), the reward's one-list scores (numpy, several cut-offs per call) against
+the batched torch calls one metric at a time, and token offsets from cached per-token pieces.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -18,11 +18,16 @@ from hypothesis import strategies as st
 
 from verl_flexrec.advantage import _masked_group_stats, flexrec_advantages, group_normalize
 from verl_flexrec.config import AdvantageOptions, RewardOptions, UncertaintyOptions
-from verl_flexrec.integration.estimator import collate_flexrec_inputs
+from verl_flexrec.integration.item_data import (
+    ITEM_REWARDS_KEY,
+    ITEM_TOKENS_KEY,
+    collate_flexrec_inputs,
+    decode_item_rewards,
+    decode_item_tokens,
+    encode_item_data,
+)
 from verl_flexrec.parsing import format_answer, parse_ranking
 from verl_flexrec.ranking import SWAP_MODES, mrr, ndcg, recall, swap_item_rewards, top_n_relevant
-from verl_flexrec.ranking.metrics import sort_descending
-from verl_flexrec.ranking.single_list import list_swap_rewards, list_top_n_relevant
 from verl_flexrec.reward import score_response
 from verl_flexrec.schema import GroundTruth
 from verl_flexrec.testing import build_tiny_tokenizer
@@ -74,28 +79,34 @@ def reference_advantages(response_mask, index, seq_reward, item_rewards=None, it
     return adv.to(torch.float32), seq_adv.to(torch.float32), item_adv.to(torch.float32), scale.to(torch.float32), clipped
 
 
-def reference_collate(infos, response_length):
-    """The per-row loop of collate_flexrec_inputs before vectorisation (list-of-dicts layout)."""
-    no_items = {"flexrec_item_rewards": "[]", "flexrec_item_token_spans": "[]", "flexrec_seq_reward": float("nan"), "flexrec_uncertainty": 0.0}
-    col = lambda key: [(no_items if info is None else info)[key] for info in infos]
-    rewards = [json.loads(s) if isinstance(s, str) else list(s) for s in col("flexrec_item_rewards")]
-    spans = [json.loads(s) if isinstance(s, str) else list(s) for s in col("flexrec_item_token_spans")]
-    bs = len(rewards)
-    k_max = max((len(r) for r in rewards), default=0)
+def reference_collate(infos):
+    """collate_flexrec_inputs as a per-row loop over each row's own decoded arrays."""
+    rows = [(decode_item_rewards(i), decode_item_tokens(i)) if i is not None else (np.zeros(0), np.zeros((0, 2))) for i in infos]
+    bs = len(rows)
+    k_max = max((len(r) for r, _ in rows), default=0)
     item_rewards = torch.full((bs, k_max), float("nan"), dtype=torch.float32)
-    item_token_pos = torch.full((bs, response_length), -1, dtype=torch.long)
-    for i, (r, s) in enumerate(zip(rewards, spans)):
-        if r:
-            item_rewards[i, : len(r)] = torch.tensor(r, dtype=torch.float32)
-        for k, (first, end) in enumerate(s):
-            item_token_pos[i, max(0, first) : min(end, response_length)] = k
-    seq = torch.tensor([float(x) for x in col("flexrec_seq_reward")], dtype=torch.float32)
-    u = torch.tensor([float(x) for x in col("flexrec_uncertainty")], dtype=torch.float32)
-    return {"item_rewards": item_rewards, "item_token_pos": item_token_pos, "seq_reward": seq, "uncertainty": u}
+    item_tokens = []
+    for i, (r, tokens) in enumerate(rows):
+        item_rewards[i, : len(r)] = torch.as_tensor(r, dtype=torch.float32)
+        item_tokens += [(i, int(t), int(k)) for t, k in tokens]
+    seq = torch.tensor([float("nan") if i is None else i["flexrec_seq_reward"] for i in infos], dtype=torch.float32)
+    u = torch.tensor([0.0 if i is None else i["flexrec_uncertainty"] for i in infos], dtype=torch.float32)
+    item_tokens = torch.tensor(item_tokens, dtype=torch.long).reshape(-1, 3)
+    return {"item_rewards": item_rewards, "item_tokens": item_tokens, "seq_reward": seq, "uncertainty": u}
+
+
+def dense_positions(item_tokens, bs, length):
+    """(bs, L) item position of every token from (row, token, k) triples written in order (a
+    later entry overwrites an earlier one), -1 elsewhere."""
+    pos = torch.full((bs, length), -1, dtype=torch.long)
+    for row, t, k in item_tokens.tolist():
+        pos[row, t] = k
+    return pos
 
 
 def reference_list_scores(gains, ropts, uopts, var=None):
-    """score_response's math through the batched torch functions (the previous path)."""
+    """score_response's numbers from the batched functions on torch, one call per metric (the
+    reward manager calls them on numpy, several cut-offs at once)."""
     g = torch.as_tensor(gains, dtype=torch.float64)
     relevant = top_n_relevant(g, 5)
     u = 0.0
@@ -135,29 +146,6 @@ def reference_offsets(tokenizer, ids, text):
     return out
 
 
-def _brute_force_swap(g, mode, cutoff, exponential):
-    """Mean NDCG lost by literally swapping with each partner (causal / noncausal)."""
-    t = lambda x: np.exp2(x) - 1 if exponential else np.asarray(x)
-    K = len(g)
-    d = 1.0 / np.log2(np.arange(2, K + 2))
-    if cutoff is not None:
-        d[cutoff:] = 0.0
-    ideal = float(np.sort(t(g))[::-1] @ d)
-    if ideal <= 0:
-        return np.zeros(K)
-    base = float(t(g) @ d) / ideal
-    out = np.zeros(K)
-    for k in range(K):
-        partners = range(k + 1, K) if mode == "causal" else [j for j in range(K) if j != k]
-        lost = []
-        for j in partners:
-            s = np.array(g, dtype=np.float64)
-            s[k], s[j] = s[j], s[k]
-            lost.append(base - float(t(s) @ d) / ideal)
-        out[k] = np.mean(lost) if lost else 0.0
-    return out
-
-
 # -- strategies -------------------------------------------------------------------------------
 @st.composite
 def advantage_batches(draw):
@@ -171,6 +159,12 @@ def advantage_batches(draw):
     items = torch.as_tensor(rng.choice([0.0, 0.5, 1.0, rng.normal()], size=(bs, K)), dtype=torch.float32)
     items[torch.as_tensor(rng.random((bs, K)) < 0.2)] = float("nan")
     pos = torch.as_tensor(rng.integers(-3, K + 3, (bs, L)), dtype=torch.long)  # -1, other negatives, >= K
+    # item tokens: sorted by (row, token) and unique, as collated, or in any order with repeats
+    n_tokens = int(rng.integers(0, bs * L + 1)) if K else 0
+    item_tokens = torch.stack([torch.as_tensor(rng.integers(0, hi, n_tokens)) for hi in (bs, L, max(K, 1))], 1).long()
+    if draw(st.booleans()):
+        item_tokens = torch.unique(item_tokens[:, :2], dim=0, return_inverse=False)
+        item_tokens = torch.cat([item_tokens, torch.as_tensor(rng.integers(0, max(K, 1), len(item_tokens)))[:, None]], 1)
     u = torch.as_tensor(rng.choice([0.0, 0.01, 0.3], size=bs), dtype=torch.float32)
     opts = AdvantageOptions(
         mode=draw(st.sampled_from(["flexrec", "rec_r1"])),
@@ -179,28 +173,43 @@ def advantage_batches(draw):
         norm_by_std=draw(st.sampled_from([None, True, False])),
     )
     uopts = UncertaintyOptions(enable=draw(st.booleans()), normalize=draw(st.sampled_from(["batch", "group", "none"])))
-    return mask, index, seq, items, pos, (u if draw(st.booleans()) else None), opts, uopts, draw(st.booleans())
+    mask_dtype = draw(st.sampled_from([torch.float32, torch.int64, torch.bool, torch.float64]))
+    return mask.to(mask_dtype), index, seq, items, pos, item_tokens, (u if draw(st.booleans()) else None), opts, uopts, draw(st.booleans())
 
 
 @SETTINGS
 @given(advantage_batches())
-def test_gathered_advantages_equal_the_float64_reference(batch):
-    mask, index, seq, items, pos, u, opts, uopts, norm = batch
-    new = flexrec_advantages(mask, index, seq, items, pos, u, options=opts, uncertainty_options=uopts, norm_by_std=norm)
-    ref = reference_advantages(mask, index, seq, items, pos, u, options=opts, uncertainty_options=uopts, norm_by_std=norm)
-    assert new.advantages.dtype == torch.float32 and new.advantages.shape == mask.shape
-    assert torch.equal(new.advantages, ref[0])  # same float64 values, rounded once to float32
-    for got, want in zip((new.seq_advantage, new.item_advantage, new.scale, new.clipped), ref[1:]):
-        assert torch.equal(got, want) or torch.allclose(got, want, equal_nan=True, rtol=0, atol=0)
+def test_scattered_advantages_equal_the_float64_reference(batch):
+    """Dense positions and item-token triples (the trainer's form) give the reference's values, bit
+    for bit."""
+    mask, index, seq, items, pos, item_tokens, u, opts, uopts, norm = batch
+    kw = {"options": opts, "uncertainty_options": uopts, "norm_by_std": norm}
+    ref_mask = mask.to(torch.float32)
+    for dense, new in (
+        (pos, flexrec_advantages(mask, index, seq, items, pos, u, **kw)),
+        (dense_positions(item_tokens, *mask.shape), flexrec_advantages(mask, index, seq, items, None, u, item_tokens=item_tokens, **kw)),
+    ):
+        ref = reference_advantages(ref_mask, index, seq, items, dense, u, **kw)
+        assert new.advantages.dtype == torch.float32 and new.advantages.shape == mask.shape
+        assert torch.equal(new.advantages, ref[0])  # same float64 values, rounded once to float32
+        for got, want in zip((new.seq_advantage, new.item_advantage, new.scale, new.clipped), ref[1:]):
+            assert torch.equal(got, want) or torch.allclose(got, want, equal_nan=True, rtol=0, atol=0)
 
 
-def test_gathered_advantages_without_item_inputs_and_empty_batch():
+def test_scattered_advantages_without_item_inputs_and_empty_batch():
     mask = torch.ones(3, 5)
     out = flexrec_advantages(mask, ["a", "a", "b"], torch.tensor([1.0, 0.0, 2.0]))
     ref = reference_advantages(mask, ["a", "a", "b"], torch.tensor([1.0, 0.0, 2.0]))
     assert torch.equal(out.advantages, ref[0])
     empty = flexrec_advantages(torch.zeros(0, 4), [], torch.zeros(0), torch.zeros(0, 3), torch.zeros(0, 4, dtype=torch.long))
     assert empty.advantages.shape == (0, 4)
+    empty = flexrec_advantages(torch.zeros(0, 4), [], torch.zeros(0), torch.zeros(0, 3), item_tokens=torch.zeros(0, 3))
+    assert empty.advantages.shape == (0, 4)
+    with pytest.raises(ValueError, match="item_tokens has shape"):
+        flexrec_advantages(mask, ["a", "a", "b"], torch.zeros(3), torch.zeros(3, 2), item_tokens=torch.zeros(3, 2))
+    for bad in ([[3, 0, 0]], [[0, 5, 0]], [[0, 0, 2]], [[0, -1, 0]]):  # row >= bs, token >= L, k >= K, negative
+        with pytest.raises(ValueError, match="item_tokens must index"):
+            flexrec_advantages(mask, ["a", "a", "b"], torch.zeros(3), torch.zeros(3, 2), item_tokens=torch.tensor(bad))
 
 
 @st.composite
@@ -209,26 +218,20 @@ def extra_infos(draw):
     L = draw(st.integers(0, 30))
     rows = []
     for _ in range(draw(st.integers(0, 6))):
-        kind = draw(st.sampled_from(["json", "list", "none", "invalid"]))
+        kind = draw(st.sampled_from(["valid", "none", "invalid"]))
         if kind == "none":
             rows.append(None)
             continue
         K = 0 if kind == "invalid" else int(rng.integers(1, 7))
-        rewards = [float(x) for x in rng.normal(size=K)]
+        rewards = rng.normal(size=K)
         # spans as the reward manager writes them (sorted, disjoint) or arbitrary: overlapping,
-        # past the response, negative starts
+        # empty, reversed
         if draw(st.booleans()):
-            starts = np.sort(rng.choice(max(L, 1) + 5, K, replace=False)) if K else np.zeros(0, int)
-            spans = [[int(a), int(a) + int(rng.integers(0, 3))] for a in starts]
+            starts = np.sort(rng.choice(L + 6, K, replace=False)) if K else np.zeros(0, int)
+            spans = [(int(a), int(a) + int(rng.integers(0, 3))) for a in starts]
         else:
-            spans = [[int(rng.integers(-4, L + 4)), int(rng.integers(0, L + 6))] for _ in range(K)]
-        as_text = kind == "json"
-        rows.append({
-            "flexrec_item_rewards": json.dumps(rewards) if as_text else rewards,
-            "flexrec_item_token_spans": json.dumps(spans) if as_text else spans,
-            "flexrec_seq_reward": float(rng.normal()),
-            "flexrec_uncertainty": float(rng.uniform(0, 0.1)),
-        })
+            spans = [(int(rng.integers(0, L + 4)), int(rng.integers(0, L + 6))) for _ in range(K)]
+        rows.append({**encode_item_data(rewards, spans), "flexrec_seq_reward": float(rng.normal()), "flexrec_uncertainty": float(rng.uniform(0, 0.1))})
     return rows, L
 
 
@@ -240,22 +243,42 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 @given(extra_infos())
 def test_vectorised_collation_equals_the_row_loop(case):
     infos, L = case
-    new, ref = collate_flexrec_inputs(infos, L), reference_collate(infos, L)
+    new, ref = collate_flexrec_inputs(infos), reference_collate(infos)
     assert new.keys() == ref.keys()
     for key in ref:
         assert _same(new[key], ref[key]), key
-    # the legacy dict-of-arrays layout gives the same tensors
-    if infos and all(info is not None for info in infos):
-        columns = {k: np.array([info[k] for info in infos] + [None], dtype=object)[:-1] for k in infos[0]}
-        legacy = collate_flexrec_inputs(columns, L)
-        for key in ref:
-            assert _same(legacy[key], ref[key]), key
 
 
-def test_collation_rejects_spans_that_are_not_pairs():
-    bad = [{"flexrec_item_rewards": "[0.1]", "flexrec_item_token_spans": "[[1, 2, 3]]", "flexrec_seq_reward": 0.0, "flexrec_uncertainty": 0.0}]
-    with pytest.raises(ValueError, match="row 0"):
-        collate_flexrec_inputs(bad, 8)
+def test_item_tokens_are_the_spans_written_in_order():
+    """Each token of span k carries k; a token two spans share belongs to the later one."""
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        K = int(rng.integers(0, 6))
+        spans = [(int(a), int(a) + int(w)) for a, w in zip(rng.integers(0, 12, K), rng.integers(-1, 4, K))]
+        item_of = {}
+        for k, (first, end) in enumerate(spans):
+            for t in range(first, end):
+                item_of[t] = k
+        info = encode_item_data(np.zeros(K), spans)
+        assert decode_item_tokens(info).tolist() == [list(p) for p in sorted(item_of.items())]
+        assert info["flexrec_num_item_tokens"] == len(item_of)
+
+
+def test_collation_refuses_item_data_that_does_not_match_its_count_by_row():
+    good = {**encode_item_data([0.1, 0.2], [(1, 2), (3, 5)]), "flexrec_seq_reward": 0.0, "flexrec_uncertainty": 0.0}
+    clipped = {**good, ITEM_REWARDS_KEY: good[ITEM_REWARDS_KEY][:-1]}  # what a numpy str array does to trailing NULs
+    too_long = {**good, ITEM_TOKENS_KEY: good[ITEM_TOKENS_KEY] + "\x00" * 8}
+    as_list = {**good, ITEM_REWARDS_KEY: [0.1, 0.2]}
+    wide = {**good, ITEM_REWARDS_KEY: "\u20ac" * 8}  # not one byte per character
+    for bad, key in ((clipped, ITEM_REWARDS_KEY), (too_long, ITEM_TOKENS_KEY), (as_list, ITEM_REWARDS_KEY), (wide, ITEM_REWARDS_KEY)):
+        with pytest.raises(ValueError, match=f"row 2: {key}"):
+            collate_flexrec_inputs([good, None, bad])
+    with pytest.raises(ValueError, match="2 item rewards but 1 token spans"):
+        encode_item_data([0.1, 0.2], [(1, 2)])
+    with pytest.raises(ValueError, match="must lie in"):
+        encode_item_data([0.1], [(2**31 - 1, 2**31 + 1)])
+    with pytest.raises(ValueError, match="must lie in"):
+        encode_item_data([0.1], [(-2, 1)])
 
 
 @SETTINGS
@@ -267,7 +290,7 @@ def test_collation_rejects_spans_that_are_not_pairs():
     st.sampled_from(["discount", "sum"]),
     st.booleans(),
 )
-def test_one_list_numpy_scores_equal_the_torch_functions(gains, mode, cutoff, gain, weighting, with_var):
+def test_one_list_scores_equal_the_batched_torch_calls(gains, mode, cutoff, gain, weighting, with_var):
     K = len(gains)
     ids = [f"i{k}" for k in range(K)]
     var = [0.1 * (k % 3) for k in range(K)] if with_var else []
@@ -285,27 +308,6 @@ def test_one_list_numpy_scores_equal_the_torch_functions(gains, mode, cutoff, ga
     np.testing.assert_allclose(got.item_rewards, want["items"], rtol=0, atol=1e-12)
     for key in ("ndcg@5", "ndcg@10", "recall@5", "mrr@5"):
         assert math.isclose(got.metrics[key], want[key], rel_tol=0, abs_tol=1e-12), key
-    if mode in ("causal", "noncausal") and K <= 10:  # and the definition itself
-        idcg = float(np.sort(np.exp2(ranked) - 1 if gain == "exponential" else ranked)[::-1] @ np.where(np.arange(1, K + 1) <= (cutoff or K), 1.0 / np.log2(np.arange(2, K + 2)), 0.0))
-        np.testing.assert_allclose(list_swap_rewards(ranked, mode, idcg, cutoff, gain=gain), _brute_force_swap(ranked, mode, cutoff, gain == "exponential"), atol=1e-12)
-
-
-def test_top_n_relevant_numpy_matches_torch_with_and_without_the_sort():
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        g = rng.choice([0.0, 1.0, 2.0, 3.0], size=int(rng.integers(1, 12)))
-        want = top_n_relevant(torch.from_numpy(g), 5).numpy()
-        assert np.array_equal(list_top_n_relevant(g, 5), want)
-        assert np.array_equal(list_top_n_relevant(g, 5, np.sort(g)[::-1]), want)
-
-
-@SETTINGS
-@given(st.integers(0, 5), st.integers(1, 40), st.sampled_from([torch.float32, torch.float64]))
-def test_numpy_sort_equals_torch_sort(rows, K, dtype):
-    x = torch.as_tensor(np.random.default_rng(rows * 100 + K).choice([0.0, -0.0, 1.0, 2.5, float("nan"), float("inf")], size=(rows, K)), dtype=dtype)
-    want = torch.sort(x, dim=-1, descending=True).values
-    got = sort_descending(x)
-    assert got.dtype == want.dtype and torch.equal(torch.isnan(got), torch.isnan(want)) and torch.equal(got.nan_to_num(), want.nan_to_num())
 
 
 # -- token offsets ----------------------------------------------------------------------------
@@ -347,39 +349,3 @@ def test_response_item_spans_identical_to_the_reference_offsets(tokenizer):
         text = tokenizer.decode(ids, skip_special_tokens=True)
         spans = parse_ranking(text, ids_).spans
         assert char_spans_to_token_spans(token_char_offsets(tokenizer, ids, text), spans) == char_spans_to_token_spans(reference_offsets(tokenizer, ids, text), spans)
-
-
-@SETTINGS
-@given(
-    st.lists(st.lists(st.tuples(st.integers(-(10**18) + 1, 10**18 - 1), st.integers(-5, 10**6)), max_size=5), min_size=1, max_size=6),
-    st.sampled_from([(", ", ": "), (",", ":")]),
-)
-def test_span_text_reader_equals_json(rows, separators):
-    from verl_flexrec.integration.estimator import _int_pairs_from_json_text
-
-    strings = [json.dumps([list(p) for p in row], separators=separators) for row in rows]
-    got = _int_pairs_from_json_text(strings)
-    assert got is not None
-    counts, values = got
-    assert counts.tolist() == [len(r) for r in rows]
-    assert values.tolist() == [v for r in rows for p in r for v in p]
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["[[1, 2]", "[[1], [2, 3, 4]]", "[[- 1, 2]]", "[[1 2, 3]]", "[[--1, 2]]", "[[1, 2]] x", "[[1.5, 2]]", "[[1, 2]]]", "[[1,\n2]]", "[[1, 10000000000000000000]]", "[[1, 2], []]"],
-)
-def test_span_text_reader_declines_anything_else_and_collation_still_agrees(text):
-    from verl_flexrec.integration.estimator import _int_pairs_from_json_text
-
-    assert _int_pairs_from_json_text([text]) is None
-    info = [{"flexrec_item_rewards": "[0.5]", "flexrec_item_token_spans": text, "flexrec_seq_reward": 0.0, "flexrec_uncertainty": 0.0}]
-    try:
-        want = reference_collate(info, 8)
-    except Exception:  # malformed for the reference: malformed for the fast path too
-        with pytest.raises(Exception):
-            collate_flexrec_inputs(info, 8)
-        return
-    got = collate_flexrec_inputs(info, 8)
-    for key in want:
-        assert _same(got[key], want[key]), key

@@ -65,6 +65,28 @@ def test_uncertainty_is_discount_weighted_variance_of_ndcg():
     assert flat.uncertainty == pytest.approx(sum(var))
 
 
+def test_rollout_uncertainty_batched_torch_equals_the_hand_formula_and_the_one_list_numpy_call():
+    from verl_flexrec.uncertainty import rollout_uncertainty
+
+    rng = np.random.default_rng(5)
+    gains = rng.integers(0, 4, (6, K)).astype(np.float64)
+    gains[0] = 0.0  # IDCG = 0: u = 0, not NaN
+    var = rng.uniform(0, 0.3, (6, K))
+    d = 1 / np.log2(np.arange(2, K + 2))
+    d5 = np.where(np.arange(1, K + 1) <= 5, d, 0.0)
+    for cutoff, disc in ((None, d), (5, d5)):
+        ideal = np.sort(gains, -1)[:, ::-1] @ disc
+        want = np.where(ideal > 0, (disc**2 * var).sum(-1) / np.where(ideal > 0, ideal, 1.0) ** 2, 0.0)
+        batched = rollout_uncertainty(torch.from_numpy(var), torch.from_numpy(gains), cutoff=cutoff)
+        assert isinstance(batched, torch.Tensor)
+        np.testing.assert_allclose(batched.numpy(), want, rtol=1e-12, atol=0)
+        one = [float(rollout_uncertainty(v, g, cutoff=cutoff)) for v, g in zip(var, gains)]
+        np.testing.assert_allclose(one, want, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(rollout_uncertainty(var, gains, weighting="sum"), var.sum(-1), rtol=1e-12)
+    with pytest.raises(ValueError, match="weighting"):
+        rollout_uncertainty(var, gains, weighting="max")
+
+
 def test_compute_score_for_verl_naive_manager():
     out = compute_score("flexrec/test", format_answer(IDS), _gt().to_dict(), {})
     assert out["valid"] == 1.0 and out["score"] == pytest.approx(0.1 + out["ndcg"])

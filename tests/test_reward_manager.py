@@ -19,7 +19,14 @@ from verl.trainer.ppo.metric_utils import process_validation_metrics
 
 import verl_flexrec.register  # noqa: F401
 from verl_flexrec.advantage import flexrec_advantages
-from verl_flexrec.integration.estimator import collate_flexrec_inputs
+from verl_flexrec.integration.item_data import (
+    ITEM_REWARDS_KEY,
+    ITEM_TOKENS_KEY,
+    collate_flexrec_inputs,
+    decode_item_rewards,
+    decode_item_tokens,
+    item_token_spans,
+)
 from verl_flexrec.integration.reward_manager import EXTRA_INFO_KEYS
 from verl_flexrec.parsing import format_answer
 from verl_flexrec.ranking import ndcg, swap_item_rewards
@@ -100,8 +107,14 @@ def test_valid_response_reward_items_and_token_spans(tokenizer, manager):
     ranked = torch.tensor([GAINS[IDS.index(c)] for c in order], dtype=torch.float64)
     assert out["reward_score"] == pytest.approx(0.1 + float(ndcg(ranked)))
     assert info["flexrec_valid"] == 1.0 and info["flexrec_error"] == ""
-    np.testing.assert_allclose(json.loads(info["flexrec_item_rewards"]), swap_item_rewards(ranked).numpy(), atol=1e-12)
-    _check_spans(tokenizer, ids, order, json.loads(info["flexrec_item_token_spans"]))
+    assert info["flexrec_num_items"] == K
+    rewards, tokens = decode_item_rewards(info), decode_item_tokens(info)
+    assert rewards.dtype == np.float32 and tokens.dtype == np.int32 and tokens.shape == (info["flexrec_num_item_tokens"], 2)
+    np.testing.assert_allclose(rewards, swap_item_rewards(ranked).numpy(), atol=1e-7)
+    assert (np.diff(tokens[:, 0]) > 0).all() and (np.diff(tokens[:, 1]) >= 0).all() and set(tokens[:, 1]) == set(range(K))
+    spans = item_token_spans(info)
+    _check_spans(tokenizer, ids, order, spans)
+    assert sorted(t for first, end in spans for t in range(first, end)) == tokens[:, 0].tolist()  # each id's tokens adjoin
 
 
 def test_non_canonical_tokenisation_uses_the_generated_tokens(tokenizer, manager):
@@ -111,7 +124,7 @@ def test_non_canonical_tokenisation_uses_the_generated_tokens(tokenizer, manager
     ids = [t for ch in text for t in tokenizer.encode(ch, add_special_tokens=False)]
     assert ids != tokenizer.encode(text, add_special_tokens=False)  # really non-canonical
     out = _run(manager, _data(tokenizer, ids, _gt_dict()))
-    spans = json.loads(out["reward_extra_info"]["flexrec_item_token_spans"])
+    spans = item_token_spans(out["reward_extra_info"])
     _check_spans(tokenizer, ids, order, spans)
     for cid, (first, end) in zip(order, spans):
         assert end - first == len(cid)  # one token per character here
@@ -134,7 +147,9 @@ def test_invalid_responses_get_the_penalty_and_no_item_signal(tokenizer, manager
     info = out["reward_extra_info"]
     assert out["reward_score"] == -2.0
     assert info["flexrec_valid"] == 0.0 and info["flexrec_error"] == error
-    assert json.loads(info["flexrec_item_rewards"]) == [] and json.loads(info["flexrec_item_token_spans"]) == []
+    assert info["flexrec_num_items"] == 0
+    assert info["flexrec_num_item_tokens"] == 0
+    assert decode_item_rewards(info).size == 0 and decode_item_tokens(info).size == 0
 
 
 def test_ground_truth_json_string_and_bad_ground_truth(tokenizer, manager):
@@ -146,8 +161,8 @@ def test_ground_truth_json_string_and_bad_ground_truth(tokenizer, manager):
         _run(manager, _data(tokenizer, ids, {"candidates": IDS, "gains": [1.0, 2.0]}))
 
 
-def test_outputs_survive_verl_plumbing_and_drive_the_estimator(tokenizer, manager):
-    """A group of rollouts: legacy stacking, V1 validation metrics, collation, estimator."""
+def test_outputs_survive_verl_plumbing_and_drive_the_estimator(tokenizer, manager, tmp_path):
+    """A group of rollouts: legacy stacking, V1 validation metrics and dump, collation, estimator."""
     var = [0.05 if i % 3 else 0.0 for i in range(K)]
     gt = _gt_dict(observed=[v == 0 for v in var], gain_var=var)
     texts = [format_answer(list(RNG.permutation(IDS)), "because") for _ in range(5)] + ["no tags here", format_answer(IDS[:4])]
@@ -163,9 +178,21 @@ def test_outputs_survive_verl_plumbing_and_drive_the_estimator(tokenizer, manage
     metrics = process_validation_metrics(
         ["flexrec/test"] * len(infos), list(index), {"reward": [o["reward_score"] for o in outs], **{k: [i[k] for i in infos] for k in EXTRA_INFO_KEYS}}
     )
-    assert "ndcg@5" in metrics["flexrec/test"] and "flexrec_item_rewards" not in metrics["flexrec/test"]
+    assert "ndcg@5" in metrics["flexrec/test"] and "flexrec_num_items" in metrics["flexrec/test"]
+    assert ITEM_REWARDS_KEY not in metrics["flexrec/test"] and ITEM_TOKENS_KEY not in metrics["flexrec/test"]  # str: skipped
+    # V1 validation's generation dump (JSON lines) writes the binary strings and reads them back
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-    kwargs = collate_flexrec_inputs(infos, L)
+    n = len(infos)
+    PPOTrainer._write_generations(["p"] * n, texts, [None] * n, [o["reward_score"] for o in outs],
+                                  {k: [i[k] for i in infos] for k in EXTRA_INFO_KEYS}, str(tmp_path), 1)
+    with open(tmp_path / "1.jsonl", encoding="utf-8") as f:  # lines end at "\n" only: json escapes it
+        dumped = [json.loads(line) for line in f]
+    for row, info in zip(dumped, infos):
+        assert np.array_equal(decode_item_rewards(row), decode_item_rewards(info))
+        assert np.array_equal(decode_item_tokens(row), decode_item_tokens(info))
+
+    kwargs = collate_flexrec_inputs(infos)
     mask = torch.zeros(len(responses), L)
     for i, r in enumerate(responses):
         mask[i, : len(r)] = 1
@@ -175,10 +202,10 @@ def test_outputs_survive_verl_plumbing_and_drive_the_estimator(tokenizer, manage
     cfg = OmegaConf.create({"norm_adv_by_std_in_grpo": True, "flexrec": {}})
     adv, _ = core_algos.get_adv_estimator_fn("flexrec")(tlr, mask, index=index, config=cfg, **kwargs)
 
-    # reference: item advantages from the raw JSON, per position within each prompt group
-    rewards = [json.loads(i["flexrec_item_rewards"]) for i in infos]
+    # reference: item advantages from each row's own arrays, per position within each prompt group
+    rewards = [decode_item_rewards(i).tolist() for i in infos]
     seq = torch.tensor([o["reward_score"] for o in outs])
-    ref = flexrec_advantages(mask, index, seq, kwargs["item_rewards"], kwargs["item_token_pos"], kwargs["uncertainty"])
+    ref = flexrec_advantages(mask, index, seq, kwargs["item_rewards"], None, kwargs["uncertainty"], item_tokens=kwargs["item_tokens"])
     assert torch.equal(adv, ref.advantages)
     valid_rows = [i for i, r in enumerate(rewards) if r]
     assert valid_rows == [0, 1, 2, 3, 4]
@@ -187,8 +214,7 @@ def test_outputs_survive_verl_plumbing_and_drive_the_estimator(tokenizer, manage
         vals = torch.tensor([rewards[i][k] for i in grp], dtype=torch.float64)
         expected = (vals - vals.mean()) / (vals.std() + 1e-6)
         for j, i in enumerate(grp):
-            spans = json.loads(infos[i]["flexrec_item_token_spans"])
-            first, end = spans[k]
+            first, end = item_token_spans(infos[i])[k]
             scale = float(ref.scale[i])
             torch.testing.assert_close(adv[i, first:end].double(), torch.full((end - first,), float(expected[j]) * scale, dtype=torch.float64), atol=1e-4, rtol=1e-4)
             assert (adv[i, first:end] != 0).all() or expected[j] == 0

@@ -1,4 +1,8 @@
-"""swap_item_rewards (O(K) closed form) against a brute force that literally swaps and recomputes NDCG."""
+"""swap_item_rewards (O(K) closed form) against a brute force that literally swaps and recomputes NDCG.
+
+The one implementation runs on numpy arrays (the reward manager's one list) and torch tensors
+(batched): every reference test runs on both.
+"""
 
 import numpy as np
 import pytest
@@ -7,6 +11,11 @@ import torch
 from verl_flexrec.ranking import SWAP_MODES, swap_item_rewards
 
 RNG = np.random.default_rng(1)
+LIBRARIES = {"numpy": np.asarray, "torch": torch.as_tensor}
+
+
+def _numpy(x):
+    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _ndcg_np(g, cutoff=None, exponential=False):
@@ -64,21 +73,25 @@ def _cases():
     return cases
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
 @pytest.mark.parametrize("mode", SWAP_MODES)
 @pytest.mark.parametrize("cutoff", [None, 1, 5, 10])
-def test_matches_brute_force(mode, cutoff):
+def test_matches_brute_force(mode, cutoff, library):
     worst = 0.0
     for g in _cases():
-        ours = swap_item_rewards(torch.tensor(g, dtype=torch.float64), mode, cutoff).numpy()
+        ours = swap_item_rewards(LIBRARIES[library](g), mode, cutoff)
+        assert type(ours) is type(LIBRARIES[library](g))  # numpy in, numpy out; torch in, torch out
+        ours = _numpy(ours)
         ref = brute_force(g, mode, cutoff)
         worst = max(worst, float(np.max(np.abs(ours - ref))))
     assert worst < 1e-9, worst
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
 @pytest.mark.parametrize("mode", SWAP_MODES)
-def test_exponential_gain_matches_brute_force(mode):
+def test_exponential_gain_matches_brute_force(mode, library):
     for g in _cases()[:20]:
-        ours = swap_item_rewards(torch.tensor(g), mode, gain="exponential").numpy()
+        ours = _numpy(swap_item_rewards(LIBRARIES[library](g), mode, gain="exponential"))
         np.testing.assert_allclose(ours, brute_force(g, mode, exponential=True), atol=1e-9)
 
 
@@ -88,6 +101,18 @@ def test_batched_leading_dims_and_dtype():
     assert out.shape == g.shape and out.dtype == torch.float32
     flat = swap_item_rewards(g.reshape(-1, 30).double())
     torch.testing.assert_close(out.reshape(-1, 30).double(), flat, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("mode", SWAP_MODES)
+def test_numpy_one_list_equals_torch_batch(mode):
+    """The reward manager's call (numpy, one list) and the batched call (torch) agree row by row."""
+    lists = [g for g in _cases() if len(g) == 17] or [RNG.random(17) * 3]
+    batch = torch.tensor(np.stack([RNG.integers(0, 4, 17).astype(float) for _ in range(32)]))
+    batched = swap_item_rewards(batch, mode, 5).numpy()
+    for row, want in zip(batch.numpy(), batched):
+        np.testing.assert_allclose(swap_item_rewards(row, mode, 5), want, rtol=0, atol=1e-15)
+    for g in lists:
+        np.testing.assert_allclose(swap_item_rewards(g, mode), swap_item_rewards(torch.tensor(g), mode).numpy(), rtol=0, atol=1e-15)
 
 
 def test_properties_of_the_causal_reward():

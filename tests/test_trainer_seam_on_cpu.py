@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 from unittest.mock import patch
 
@@ -53,6 +54,7 @@ from verl.trainer.ppo.v1.trainer_base import PPOTrainer, get_trainer_cls
 import verl_flexrec.register  # noqa: F401
 from verl_flexrec.integration import handoff
 from verl_flexrec.integration.estimator import compute_flexrec_advantage
+from verl_flexrec.integration.item_data import ITEM_REWARDS_KEY, ITEM_TOKENS_KEY, decode_item_rewards, decode_item_tokens
 from verl_flexrec.integration.trainer import FlexRecTrainerSync
 from verl_flexrec.parsing import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 from verl_flexrec.schema import GroundTruth
@@ -109,11 +111,17 @@ class InMemoryTQ:
         packed = {f: AsyncSimpleStorageManager._pack_field_values([r[f] for r in rows]) for f in present}
         return TensorDict(packed, batch_size=[len(keys)])
 
+    def kv_clear(self, keys, partition_id):
+        for key in [keys] if isinstance(keys, str) else keys:
+            self.rows.pop((partition_id, key), None)
+            self.tags.pop((partition_id, key), None)
+
     def patches(self):
         return [
             patch.object(tq, "kv_batch_get", self.kv_batch_get),
             patch.object(tq, "kv_batch_put", self.kv_batch_put),
             patch.object(tq, "async_kv_batch_put", self.async_kv_batch_put),
+            patch.object(tq, "kv_clear", self.kv_clear),
         ]
 
 
@@ -202,27 +210,29 @@ def _agent_loop_worker(manager, config):
     return worker
 
 
-def _roll_out(tokenizer, store, config, prompt_ids):
-    """Every rollout of ROLLOUTS through verl's agent-loop postprocess into the store."""
+def _roll_out(tokenizer, store, config, prompt_ids, uids=None, validate=False):
+    """Every rollout of ROLLOUTS through verl's agent-loop postprocess into the store (``uids``:
+    the prompt uid to use for each prompt of ROLLOUTS, in order)."""
     manager = get_reward_manager_cls("flexrec")(config=config, tokenizer=tokenizer, compute_score=None)
     worker = _agent_loop_worker(manager, config)
     truth = {}
-    for uid, orders in ROLLOUTS.items():
+    for (prompt, orders), uid in zip(ROLLOUTS.items(), uids or list(ROLLOUTS)):
         for session, order in enumerate(orders):
             ids, spans = _response(tokenizer, order)
             output = AgentLoopOutput(
-                prompt_ids=prompt_ids, response_ids=ids, response_mask=[1] * len(ids), metrics=AgentLoopMetrics(), extra_fields={}
+                prompt_ids=prompt_ids, response_ids=ids, response_mask=[1] * len(ids), num_turns=2,
+                metrics=AgentLoopMetrics(), extra_fields={},
             )
             kwargs = {
                 "uid": uid,
                 "session_id": session,
                 "global_steps": 1,
                 "data_source": "flexrec/test",
-                "reward_model": {"style": "rule", "ground_truth": _ground_truth(uid)},
+                "reward_model": {"style": "rule", "ground_truth": _ground_truth(prompt)},
                 "extra_info": {"split": "train", "index": 0},
             }
-            asyncio.run(worker._agent_loop_postprocess(output, False, **kwargs))
-            truth[f"{uid}_{session}_0"] = (uid, order, ids, spans)
+            asyncio.run(worker._agent_loop_postprocess(output, validate, **kwargs))
+            truth[f"{uid}_{session}_0"] = (prompt, order, ids, spans)
     return truth
 
 
@@ -334,6 +344,87 @@ def test_item_rewards_reach_their_tokens_through_verl_compute_advantage(tokenize
     assert metrics["flexrec/error/missing_tags"] == pytest.approx(1 / 7)
 
 
+def test_item_data_travels_as_fixed_width_numbers_through_transfer_queue(tokenizer):
+    """What TransferQueue hands the trainer (after its wire encoding): per rollout, the item rewards
+    and the item tokens as float32 / int32 read with np.frombuffer, equal to first principles."""
+    store = InMemoryTQ()
+    with contextlib.ExitStack() as stack:
+        for p in store.patches():
+            stack.enter_context(p)
+        truth = _roll_out(tokenizer, store, _config(), prompt_ids=[5, 6, 7])
+        keys = list(truth)
+        batch = KVBatchMeta(keys=keys, tags=[store.tags[("train", k)] for k in keys], partition_id="train")
+        provided = _trainer(_config())._fetch_flexrec_batch(batch)
+    for key, info in zip(keys, provided.infos):
+        _, order, ids, spans = truth[key]
+        assert isinstance(info[ITEM_REWARDS_KEY], str) and isinstance(info[ITEM_TOKENS_KEY], str)  # as verl's validation needs
+        rewards, tokens = decode_item_rewards(info), decode_item_tokens(info)
+        assert rewards.dtype == np.float32 and tokens.dtype == np.int32
+        if order is None:
+            assert info["flexrec_num_items"] == 0 and rewards.size == 0 and tokens.size == 0
+            continue
+        ranked = [GAINS[IDS.index(c)] for c in order]
+        np.testing.assert_allclose(rewards, _brute_force_swap_rewards(ranked), rtol=0, atol=1e-7)
+        assert tokens.tolist() == [[t, k] for k, (first, end) in enumerate(spans) for t in range(first, end)]
+
+
+def test_verl_validation_averages_the_scalars_and_dumps_the_item_data(tokenizer, tmp_path):
+    """verl's V1 ``PPOTrainer._validate`` (its own collection, metrics and JSONL dump) on FlexRec
+    rollouts: the scalars become val metrics, the binary item data is skipped by the averaging,
+    and the dump holds it intact."""
+    store = InMemoryTQ()
+    config = _config()
+    config.actor_rollout_ref.rollout.val_kwargs = {"n": 4}
+    config.trainer.log_val_generations = 0
+    config.trainer.validation_data_dir = str(tmp_path)
+    trainer = _trainer(config)
+    trainer.tokenizer, trainer.global_steps = tokenizer, 3
+    trainer._init_dump_executor()
+    trainer.val_dataloader = [{"raw_prompt": np.array([[{"role": "user", "content": "rank"}]] * 2 + [None], dtype=object)[:-1],
+                               "data_source": np.array(["flexrec/test"] * 2, dtype=object)}]
+    truth = {}
+
+    class AgentLoopManager:  # rollouts of every validation prompt land in TransferQueue's "val" partition
+        @staticmethod
+        def generate_sequences(batch):
+            truth.update(_roll_out(tokenizer, store, config, [5, 6, 7], uids=[str(u) for u in batch["uid"]], validate=True))
+
+    class ReplayBuffer:
+        @staticmethod
+        def sample(global_steps, partition_id, batch_size):
+            keys = list(truth)
+            return KVBatchMeta(keys=keys, tags=[store.tags[(partition_id, k)] for k in keys], partition_id=partition_id), None
+
+    trainer.agent_loop_manager, trainer.replay_buffer = AgentLoopManager(), ReplayBuffer()
+    trainer.reward_loop_manager = type("RewardLoop", (), {"reward_loop_worker_handles": ["in the agent loop"]})()
+    with contextlib.ExitStack() as stack:
+        for p in store.patches():
+            stack.enter_context(p)
+        metrics = PPOTrainer._validate(trainer)
+    for future in trainer._dump_futures:
+        future.result()
+
+    valid = [k for k, t in truth.items() if t[1] is not None]
+    ndcg_by_key = {k: _ndcg([GAINS[IDS.index(c)] for c in truth[k][1]]) if k in valid else 0.0 for k in truth}
+    # verl's mean@n: over the n rollouts of a prompt (p0 has 4, p1 has 3)
+    for prompt, orders in ROLLOUTS.items():
+        n = len(orders)
+        want = np.mean([v for k, v in ndcg_by_key.items() if truth[k][0] == prompt])
+        assert metrics[f"val-aux/flexrec/test/flexrec_ndcg/mean@{n}"] == pytest.approx(want)
+        want_items = np.mean([len(truth[k][1] or []) for k in truth if truth[k][0] == prompt])
+        assert metrics[f"val-aux/flexrec/test/flexrec_num_items/mean@{n}"] == pytest.approx(want_items)
+    assert not any(k in name for name in metrics for k in (ITEM_REWARDS_KEY, ITEM_TOKENS_KEY))
+    with open(tmp_path / "3.jsonl", encoding="utf-8") as f:  # lines end at "\n" only: json escapes it
+        dumped = [json.loads(line) for line in f]
+    assert len(dumped) == len(truth)
+    for row in dumped:
+        _, order, _, spans = truth[row["uid"]]
+        assert decode_item_tokens(row).tolist() == [[t, k] for k, (first, end) in enumerate(spans) for t in range(first, end)]
+        if order is not None:
+            ranked = [GAINS[IDS.index(c)] for c in order]
+            np.testing.assert_allclose(decode_item_rewards(row), _brute_force_swap_rewards(ranked), rtol=0, atol=1e-7)
+
+
 @pytest.mark.parametrize(
     "flexrec,kw",
     [
@@ -357,6 +448,18 @@ def test_verl_grpo_under_the_flexrec_trainer_is_unchanged_and_still_logs(tokeniz
     torch.testing.assert_close(adv, expected[:, : adv.shape[1]], atol=2e-6, rtol=2e-6)
     assert metrics["flexrec/valid_ratio"] == pytest.approx(6 / 7)
     assert "flexrec/uncertainty_scale/mean" not in metrics
+
+
+def test_row_sums_of_jagged_masks_with_empty_rows():
+    from verl_flexrec.integration.trainer import _row_sums
+
+    for rows in ([0, 3, 0, 2, 0], [0], [0, 0], [5], [1, 0, 0], [2, 7, 1]):
+        for dtype in (torch.int64, torch.bool, torch.float32):
+            masks = [torch.ones(n, dtype=dtype) for n in rows]
+            jagged = torch.nested.nested_tensor(masks, layout=torch.jagged)
+            assert _row_sums(jagged) == rows, (rows, dtype)
+            if len(set(rows)) == 1:
+                assert _row_sums(torch.stack(masks)) == rows  # dense
 
 
 def test_flexrec_sync_is_registered_and_behaves_as_verl_sync():

@@ -29,25 +29,25 @@ __all__ = ["FlexRecAdvantages", "flexrec_advantages", "group_ids", "group_normal
 
 def _masked_group_stats(values: torch.Tensor, valid: torch.Tensor, cell: torch.Tensor, num_cells: int):
     """Mean and unbiased std of ``values[valid]`` per cell id; (<2 values → mean 0, std 1)."""
-    v = torch.where(valid, values, torch.zeros_like(values)).to(torch.float64).reshape(-1)
+    v = torch.where(valid, values, 0.0).to(torch.float64).reshape(-1)
     w = valid.to(torch.float64).reshape(-1)
     c = cell.reshape(-1)
     n = torch.zeros(num_cells, dtype=torch.float64).index_add_(0, c, w)
     s = torch.zeros(num_cells, dtype=torch.float64).index_add_(0, c, v)
     mean = s / n.clamp(min=1)
-    dev = torch.where(w > 0, v - mean[c], torch.zeros_like(v))
+    dev = (v - mean.index_select(0, c)) * w  # 0 where not valid (v is 0 there, never NaN)
     ss = torch.zeros(num_cells, dtype=torch.float64).index_add_(0, c, dev * dev)
     std = torch.sqrt(ss / (n - 1).clamp(min=1))
     few = n < 2
-    return torch.where(few, torch.zeros_like(mean), mean), torch.where(few, torch.ones_like(std), std)
+    return mean.masked_fill(few, 0.0), std.masked_fill(few, 1.0)
 
 
 def group_normalize(scores: torch.Tensor, gid: torch.Tensor, *, eps: float = 1e-6, norm_by_std: bool = True):
     """verl's GRPO outcome normalisation of per-rollout ``scores`` within groups ``gid``."""
     num = int(gid.max()) + 1 if gid.numel() else 0
     mean, std = _masked_group_stats(scores, torch.ones_like(scores, dtype=torch.bool), gid, num)
-    centred = scores.to(torch.float64) - mean[gid]
-    return centred / (std[gid] + eps) if norm_by_std else centred
+    centred = scores.to(torch.float64) - mean.index_select(0, gid)
+    return centred / (std.index_select(0, gid) + eps) if norm_by_std else centred
 
 
 def _item_advantages(r: torch.Tensor, gid: torch.Tensor, opts: AdvantageOptions, use_std: bool) -> torch.Tensor:
@@ -58,31 +58,54 @@ def _item_advantages(r: torch.Tensor, gid: torch.Tensor, opts: AdvantageOptions,
         cell = gid[:, None].expand(bs, K)
         num_cells = int(gid.max()) + 1
     else:
-        cell = gid[:, None] * K + torch.arange(K)[None, :]
+        cell = torch.add(torch.arange(K)[None, :], gid[:, None], alpha=K)  # gid * K + k
         num_cells = (int(gid.max()) + 1) * K
     mean, std = _masked_group_stats(r, have, cell, num_cells)
-    centred = r - mean[cell]
-    item_adv = centred if opts.item_norm == "none" or not use_std else centred / (std[cell] + opts.eps)
-    return torch.where(have, item_adv, torch.full_like(item_adv, float("nan")))
+    cell = cell.reshape(-1)
+    centred = r - mean.index_select(0, cell).view(bs, K)
+    item_adv = centred if opts.item_norm == "none" or not use_std else centred / (std.index_select(0, cell).view(bs, K) + opts.eps)
+    return torch.where(have, item_adv, float("nan"))
 
 
-def _token_value_table(item_adv: torch.Tensor, seq_adv: torch.Tensor, add_seq: bool) -> torch.Tensor:
-    """Per-rollout table ``(bs, K + 2)`` of the value a token gets, by what it spells:
-
-        column 0        A^seq_i                                (not an item token)
-        column 1 + k    A^item_i,k (+ A^seq_i when ``add_seq``), or A^seq_i where A^item is NaN
-        column K + 1    A^seq_i                                (position >= K: not an item of this list)
-    """
-    seq = seq_adv[:, None]
-    items = item_adv + seq if add_seq else item_adv
-    items = torch.where(torch.isfinite(item_adv), items, seq.expand_as(items))
-    return torch.cat([seq, items, seq], 1)
+def _item_token_values(item_adv: torch.Tensor, seq_adv: torch.Tensor, add_seq: bool) -> torch.Tensor:
+    """``(bs, K)`` value of a token that spells the item at position k: A^item_i,k (+ A^seq_i when
+    ``add_seq``), or A^seq_i where A^item is NaN (the rollout has no reward at that position)."""
+    seq = seq_adv[:, None].expand_as(item_adv)
+    return torch.where(torch.isnan(item_adv), seq, item_adv + seq if add_seq else item_adv)  # A^item is finite or NaN
 
 
-def _table_column(pos: torch.Tensor, K: int) -> torch.Tensor:
-    """Column of :func:`_token_value_table` for item positions ``pos`` (-1 or anything outside
-    ``[0, K)`` means "not an item token"): ``clamp(pos + 1, 0, K + 1)``."""
-    return (pos + 1).clamp_(0, K + 1)
+# Item tokens as (flat index into the (bs, L) advantages, flat index into the (bs, K) item values)
+# pairs, with `index_select` throughout: torch's advanced indexing and integer division are ~10x
+# slower on CPU (benchmarks/bench_cost.py).
+def _cells_from_positions(pos: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens with ``0 <= pos < K``: ``(cell, slot)`` with ``slot = row * K + pos``."""
+    length = pos.shape[-1]
+    flat = pos.reshape(-1)
+    cell = torch.nonzero((flat >= 0) & (flat < K)).squeeze(1)
+    return cell, cell.div(length, rounding_mode="floor") * K + flat.index_select(0, cell)
+
+
+def _cells_from_item_tokens(item_tokens: torch.Tensor, bs: int, length: int, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cell, slot)`` of ``(row, token, k)`` triples; where a token is listed twice the later
+    entry wins (as a later write to ``item_token_pos`` would)."""
+    if item_tokens.ndim != 2 or item_tokens.shape[1] != 3:
+        raise ValueError(f"item_tokens has shape {tuple(item_tokens.shape)}, expected (T, 3)")
+    if item_tokens.numel():
+        lo, hi = (x.tolist() for x in item_tokens.aminmax(dim=0))
+        if min(lo) < 0 or hi[0] >= bs or hi[1] >= length or hi[2] >= K:
+            raise ValueError(
+                f"item_tokens must index rows < {bs}, tokens < {length} and item positions < {K}; got rows, tokens, "
+                f"positions in [{lo}, {hi}]"
+            )
+    row, token, k = item_tokens.unbind(1)
+    cell, slot = torch.add(token, row, alpha=length), torch.add(k, row, alpha=K)  # row * length + token, row * K + k
+    if cell.numel() > 1 and not bool((cell[1:] > cell[:-1]).all()):  # repeated (or unsorted) tokens
+        order = torch.sort(cell, stable=True).indices  # equal cells keep their order
+        cell, slot = cell.index_select(0, order), slot.index_select(0, order)
+        last = torch.ones_like(cell, dtype=torch.bool)
+        last[:-1] = cell[1:] != cell[:-1]
+        cell, slot = cell[last], slot[last]
+    return cell, slot
 
 
 @dataclass
@@ -102,6 +125,7 @@ def flexrec_advantages(
     item_token_pos: torch.Tensor | None = None,
     uncertainty: torch.Tensor | None = None,
     *,
+    item_tokens: torch.Tensor | None = None,
     options: AdvantageOptions | None = None,
     uncertainty_options: UncertaintyOptions | None = None,
     norm_by_std: bool = True,
@@ -115,6 +139,9 @@ def flexrec_advantages(
         item_rewards: ``(bs, K)`` item reward of each ranked position, NaN where absent (an
             invalid rollout, or padding past its list length).
         item_token_pos: ``(bs, L)`` long, ranked position k of the item a token spells, -1 elsewhere.
+        item_tokens: instead of ``item_token_pos``, the same information sparse: ``(T, 3)`` long
+            ``(row, token index, k)`` of every token that spells an item (what the trainer collates
+            from the reward manager's output); a token listed twice takes the later entry.
         uncertainty: ``(bs,)`` reward variance u_i (None → scale 1).
         options / uncertainty_options: ``algorithm.flexrec.advantage`` / ``.uncertainty``.
         norm_by_std: GRPO std normalisation when ``options.norm_by_std`` is None.
@@ -139,20 +166,27 @@ def flexrec_advantages(
         scale = raw.clamp(min=uopts.min_scale, max=uopts.max_scale)
         clipped = (raw < uopts.min_scale) | (raw > uopts.max_scale)
 
+    # every token gets c_i A^seq_i (times the mask, as verl's GRPO); item tokens are then
+    # overwritten, a sparse write of ~K ids' tokens per row instead of a (bs, L) gather
+    if response_mask.is_floating_point() and response_mask.dtype != torch.float32:
+        response_mask = response_mask.to(torch.float32)
+    adv = ((seq_adv * scale).to(torch.float32)[:, None] * response_mask).contiguous()
     item_adv = torch.full((bs, 0), float("nan"), dtype=torch.float64)
-    use_items = opts.mode == "flexrec" and item_rewards is not None and item_token_pos is not None
-    if use_items and bs:
+    have_positions = item_token_pos is not None or item_tokens is not None
+    if opts.mode == "flexrec" and item_rewards is not None and have_positions and bs:
         r = torch.as_tensor(item_rewards, dtype=torch.float64)
         item_adv = _item_advantages(r, gid, opts, use_std)
-        pos = torch.as_tensor(item_token_pos, dtype=torch.long)
-        if pos.shape != response_mask.shape:
-            raise ValueError(f"item_token_pos has shape {tuple(pos.shape)}, response_mask {tuple(response_mask.shape)}")
-        table = _token_value_table(item_adv, seq_adv, opts.add_seq_adv_to_items) * scale[:, None]
-        # the (bs, L) work is one index computation and one float32 gather
-        adv = torch.gather(table.to(torch.float32), 1, _table_column(pos, item_adv.shape[-1]))
-    else:
-        adv = (seq_adv * scale).to(torch.float32)[:, None].expand(bs, length)
-    adv = adv * response_mask.to(torch.float32)
+        K = item_adv.shape[-1]
+        if item_tokens is not None:
+            cell, slot = _cells_from_item_tokens(torch.as_tensor(item_tokens, dtype=torch.long), bs, length, K)
+        else:
+            pos = torch.as_tensor(item_token_pos, dtype=torch.long)
+            if pos.shape != response_mask.shape:
+                raise ValueError(f"item_token_pos has shape {tuple(pos.shape)}, response_mask {tuple(response_mask.shape)}")
+            cell, slot = _cells_from_positions(pos, K)
+        values = (_item_token_values(item_adv, seq_adv, opts.add_seq_adv_to_items) * scale[:, None]).to(torch.float32)
+        item_token_adv = values.reshape(-1).index_select(0, slot) * response_mask.reshape(-1).index_select(0, cell)
+        adv.view(-1).index_copy_(0, cell, item_token_adv)
     return FlexRecAdvantages(
         advantages=adv,
         seq_advantage=seq_adv.to(torch.float32),

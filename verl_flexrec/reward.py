@@ -22,9 +22,9 @@ import numpy as np
 
 from .config import FlexRecConfig, RewardOptions, UncertaintyOptions
 from .parsing import parse_ranking
-from .ranking.single_list import at, list_dcg_prefix, list_mrr, list_recall, list_swap_rewards, list_top_n_relevant, ratio
+from .ranking import mrr, ndcg, recall, swap_item_rewards, top_n_relevant
 from .schema import GroundTruth
-from .uncertainty import list_rollout_uncertainty
+from .uncertainty import rollout_uncertainty
 
 __all__ = ["RolloutReward", "compute_score", "score_response"]
 
@@ -48,22 +48,13 @@ def _finite(x: float) -> float:
 
 
 def _list_scores(gains: np.ndarray, ropts: RewardOptions) -> tuple[float, np.ndarray, dict[str, float]]:
-    """NDCG reward, swap item rewards and evaluation metrics of one ranked list (float64 numpy;
-    the same values as :mod:`verl_flexrec.ranking`'s batched torch functions, see
-    :mod:`verl_flexrec.ranking.single_list`)."""
-    sorted_desc = np.sort(gains)[::-1]
-    dcg = list_dcg_prefix(gains, ropts.gain)
-    ideal = list_dcg_prefix(sorted_desc, ropts.gain)
-    idcg = at(ideal, ropts.cutoff)
-    items = list_swap_rewards(gains, ropts.swap_mode, idcg, ropts.cutoff, gain=ropts.gain)
-    relevant = list_top_n_relevant(gains, 5, sorted_desc)
-    metrics = {
-        "ndcg@5": ratio(at(dcg, 5), at(ideal, 5)),
-        "ndcg@10": ratio(at(dcg, 10), at(ideal, 10)),
-        "recall@5": list_recall(relevant, 5),
-        "mrr@5": list_mrr(relevant, 5),
-    }
-    return ratio(at(dcg, ropts.cutoff), idcg), items, metrics
+    """NDCG reward, swap item rewards and evaluation metrics of one ranked list: the batched
+    functions of :mod:`verl_flexrec.ranking` on a numpy batch of one (float64)."""
+    reward_ndcg, ndcg5, ndcg10 = ndcg(gains, (ropts.cutoff, 5, 10), gain=ropts.gain).tolist()
+    items = swap_item_rewards(gains, ropts.swap_mode, ropts.cutoff, gain=ropts.gain)
+    relevant = top_n_relevant(gains, 5)
+    metrics = {"ndcg@5": ndcg5, "ndcg@10": ndcg10, "recall@5": float(recall(relevant, 5)), "mrr@5": float(mrr(relevant, 5))}
+    return reward_ndcg, items, metrics
 
 
 def score_response(
@@ -91,7 +82,7 @@ def score_response(
     u = 0.0
     if ground_truth.gain_var:
         var = ground_truth.var_array()[order]
-        u = list_rollout_uncertainty(var, gains, weighting=uopts.weighting, cutoff=ropts.cutoff)
+        u = float(rollout_uncertainty(var, gains, weighting=uopts.weighting, cutoff=ropts.cutoff))
     return RolloutReward(
         score=_finite(ropts.format_bonus + list_ndcg),
         valid=True,

@@ -17,14 +17,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .ranking.metrics import _as_float, discounts, ideal_dcg
-from .ranking.single_list import list_discounts
+from .ranking.metrics import as_float, discounts, ideal_dcg
 
 __all__ = [
     "UNCERTAINTY_WEIGHTINGS",
     "SCALE_NORMALIZATIONS",
     "group_ids",
-    "list_rollout_uncertainty",
     "rollout_uncertainty",
     "uncertainty_scale",
 ]
@@ -34,37 +32,29 @@ SCALE_NORMALIZATIONS = ("batch", "group", "none")
 
 
 def group_ids(index) -> torch.Tensor:
-    """Dense group id per rollout from verl's ``index`` (prompt uid strings / ints)."""
-    _, inverse = np.unique(np.asarray(index, dtype=object).astype(str), return_inverse=True)
-    return torch.as_tensor(inverse.reshape(-1), dtype=torch.long)
+    """Dense group id per rollout from verl's ``index`` (prompt uid strings / ints), numbered in
+    order of first appearance; labels that print the same are one group."""
+    index = np.asarray(index, dtype=object).reshape(-1)
+    ids: dict[str, int] = {}
+    return torch.from_numpy(np.fromiter((ids.setdefault(u, len(ids)) for u in map(str, index)), np.int64, len(index)))
 
 
-def rollout_uncertainty(var_ranked, gains, *, weighting: str = "discount", cutoff: int | None = None) -> torch.Tensor:
-    """Variance of each rollout's NDCG ``(...)`` from gain variances in ranked order ``(..., K)``.
+def rollout_uncertainty(var_ranked, gains, *, weighting: str = "discount", cutoff: int | None = None):
+    """Variance of each rollout's NDCG ``(...)`` from gain variances in ranked order ``(..., K)``,
+    float64 (numpy in, numpy out; torch in, torch out — the array-API code of :mod:`.ranking`).
 
     ``gains`` (any order, same candidates) only sets IDCG; a list with IDCG = 0 gets u = 0.
     """
-    var = _as_float(var_ranked).to(torch.float64)
+    var, xp = as_float(var_ranked)
+    var = xp.astype(var, xp.float64)
     if weighting == "sum":
-        return var.sum(-1)
+        return xp.sum(var, axis=-1)
     if weighting != "discount":
         raise ValueError(f"weighting must be one of {UNCERTAINTY_WEIGHTINGS}, got {weighting!r}")
-    d = discounts(var.shape[-1], cutoff, dtype=torch.float64, device=var.device)
-    idcg = ideal_dcg(_as_float(gains).to(torch.float64), cutoff)
-    num = (d * d * var).sum(-1)
-    return torch.where(idcg > 0, num / torch.where(idcg > 0, idcg, torch.ones_like(idcg)) ** 2, torch.zeros_like(num))
-
-
-def list_rollout_uncertainty(var_ranked: np.ndarray, gains: np.ndarray, *, weighting: str = "discount", cutoff: int | None = None) -> float:
-    """:func:`rollout_uncertainty` of ONE list, in numpy (the reward manager's per-sample path)."""
-    var = np.asarray(var_ranked, dtype=np.float64)
-    if weighting == "sum":
-        return float(var.sum())
-    if weighting != "discount":
-        raise ValueError(f"weighting must be one of {UNCERTAINTY_WEIGHTINGS}, got {weighting!r}")
-    d = list_discounts(len(var), cutoff)
-    idcg = float(np.sort(np.asarray(gains, dtype=np.float64))[::-1] @ list_discounts(len(gains), cutoff))
-    return float((d * d * var).sum()) / idcg**2 if idcg > 0 else 0.0
+    d = discounts(var.shape[-1], cutoff, like=var)
+    idcg = ideal_dcg(xp.astype(as_float(gains)[0], xp.float64), cutoff)
+    num = xp.sum(d * d * var, axis=-1)
+    return xp.where(idcg > 0, num / xp.where(idcg > 0, idcg, 1.0) ** 2, 0.0)
 
 
 def uncertainty_scale(
@@ -86,7 +76,7 @@ def uncertainty_scale(
         raise ValueError(f"eps must be > 0, got {eps}")
     if normalize not in SCALE_NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {SCALE_NORMALIZATIONS}, got {normalize!r}")
-    u = _as_float(u).to(torch.float64)
+    u = torch.as_tensor(u, dtype=torch.float64)
     u = torch.where(torch.isfinite(u) & (u > 0), u, torch.zeros_like(u))
     c = 1.0 / (u + eps)
     if normalize == "batch" and c.numel():

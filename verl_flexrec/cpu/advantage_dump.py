@@ -34,11 +34,12 @@ def _rows(value) -> list:
 
 def dump_rows(keys, advantages, response_mask, extra_fields) -> list[dict]:
     """One JSON-ready dict per rollout: response-token advantages and the item-token spans."""
+    from verl_flexrec.integration.item_data import ITEM_TOKENS_KEY, item_token_spans  # numpy: only when dumping
+
     rows = []
     for key, adv, mask, fields in zip(keys, advantages, response_mask, extra_fields, strict=True):
         info = (fields or {}).get("reward_extra_info") or {} if isinstance(fields, dict) else {}
-        spans = info.get("flexrec_item_token_spans", "[]")
-        spans = json.loads(spans) if isinstance(spans, str) else list(spans)
+        spans = item_token_spans(info) if ITEM_TOKENS_KEY in info else []
         n = len(mask)
         resp_adv = [float(a) for a, m in zip(adv[:n], mask) if m]
         rows.append({

@@ -1,6 +1,6 @@
 """Per-list evaluation metrics and their exact expectation under a uniformly random ranking.
 
-Framework-free (numpy + :mod:`verl_flexrec.ranking`, no verl import). For one closed candidate
+Framework-free (numpy through :mod:`verl_flexrec.ranking`, no verl import). For one closed candidate
 set with evaluation gains ``g`` (prompt order, see :func:`evaluation_gains`) and a ranking
 ``order`` (candidate indices, best first):
 
@@ -23,7 +23,6 @@ import math
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from verl_flexrec.ranking import discounts, mrr, ndcg, recall, top_n_relevant
 from verl_flexrec.schema import GroundTruth
@@ -70,14 +69,13 @@ def zero_metrics() -> dict[str, float]:
 
 def ranking_metrics(order: Sequence[int], gains: np.ndarray) -> dict[str, float]:
     """Every metric of :data:`METRICS` for ``order`` (a permutation of ``range(len(gains))``)."""
-    g = torch.as_tensor(np.asarray(gains, dtype=np.float64))
-    idx = torch.as_tensor(np.asarray(order, dtype=np.int64))
-    if idx.numel() != g.numel() or torch.unique(idx).numel() != g.numel():
-        raise ValueError(f"order must be a permutation of {g.numel()} candidates, got {list(order)[:10]}...")
-    ranked = g[idx]
+    g = np.asarray(gains, dtype=np.float64)
+    idx = np.asarray(order, dtype=np.int64)
+    if idx.size != g.size or np.unique(idx).size != g.size or (idx.size and (idx.min() < 0 or idx.max() >= g.size)):
+        raise ValueError(f"order must be a permutation of {g.size} candidates, got {list(order)[:10]}...")
     relevant = top_n_relevant(g, RELEVANT_TOP_N)
     ranked_relevant = relevant[idx]
-    out = {name: float(ndcg(ranked, k, ideal_gains=g)) for name, k in _NDCG_CUTS.items()}
+    out = dict(zip(_NDCG_CUTS, ndcg(g[idx], tuple(_NDCG_CUTS.values()), ideal_gains=g).tolist()))
     out["recall@5"] = float(recall(ranked_relevant, 5, num_relevant=relevant.sum()))
     out["mrr@5"] = float(mrr(ranked_relevant, 5))
     return out
@@ -87,13 +85,13 @@ def expected_random_metrics(gains: np.ndarray) -> dict[str, float]:
     """Exact expectation of every metric over the K! equally likely rankings (module docstring)."""
     g = np.asarray(gains, dtype=np.float64)
     K = len(g)
-    d = discounts(K).numpy()
+    d = discounts(K)
     out = {}
     ideal = np.sort(g)[::-1]
     for name, k in _NDCG_CUTS.items():
         idcg = float(np.sum(ideal[:k] * d[:k]))
         out[name] = float(g.mean() * d[:k].sum() / idcg) if idcg > 0 else 0.0
-    num_relevant = int(top_n_relevant(torch.as_tensor(g), RELEVANT_TOP_N).sum())
+    num_relevant = int(top_n_relevant(g, RELEVANT_TOP_N).sum())
     cut = min(5, K)
     out["recall@5"] = cut / K if num_relevant else 0.0
     if num_relevant:

@@ -64,19 +64,24 @@ class FlexRecBatch:
         """Raise :class:`FlexRecBatchMismatch` unless ``index``/``response_mask`` describe these rows."""
         if index is None:
             raise FlexRecBatchMismatch("verl called the flexrec estimator without `index` (the prompt uids)")
-        got = [str(u) for u in np.asarray(index, dtype=object).reshape(-1).tolist()]
+        got = np.asarray(index, dtype=object).reshape(-1)
         if len(got) != len(self):
             raise FlexRecBatchMismatch(
                 f"verl passed {len(got)} rollouts to the flexrec estimator, the trainer fetched {len(self)}"
             )
-        lengths = response_mask.reshape(len(got), -1).sum(-1).to(torch.long).tolist()
-        for i, (u, want_u, n, want_n) in enumerate(zip(got, self.uids, lengths, self.response_lengths)):
-            if u != want_u or int(n) != int(want_n):
-                raise FlexRecBatchMismatch(
-                    f"row {i}: verl's estimator input has uid={u!r} with {n} response tokens, the trainer "
-                    f"fetched uid={want_u!r} with {want_n}; verl's _compute_advantage no longer keeps "
-                    "TransferQueue key order (tests/test_trainer_seam_on_cpu.py)"
-                )
+        lengths = response_mask.reshape(len(got), -1).sum(-1).cpu().numpy()
+        uids = np.asarray(self.uids, dtype=object)
+        same_uid = got == uids
+        if not same_uid.all():  # uids that are not str (ints, numpy scalars): compare as text
+            same_uid = got.astype(str) == uids.astype(str)
+        same = same_uid & (lengths == np.asarray(self.response_lengths))
+        if not same.all():
+            i = int(np.argmin(same))
+            raise FlexRecBatchMismatch(
+                f"row {i}: verl's estimator input has uid={str(got[i])!r} with {int(lengths[i])} response tokens, the "
+                f"trainer fetched uid={self.uids[i]!r} with {self.response_lengths[i]}; verl's _compute_advantage no "
+                "longer keeps TransferQueue key order (tests/test_trainer_seam_on_cpu.py)"
+            )
 
 
 _ACTIVE: contextvars.ContextVar[FlexRecBatch | None] = contextvars.ContextVar("flexrec_batch", default=None)

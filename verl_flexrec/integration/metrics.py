@@ -18,7 +18,6 @@ flexrec/error/<code>                    share of rollouts with each parse error 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,12 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .item_data import decode_item_rewards
+
 __all__ = ["flexrec_training_metrics"]
-
-
-def _floats(value: Any) -> list[float]:
-    items = json.loads(value) if isinstance(value, str) else list(value)
-    return [float(x) for x in items]
 
 
 def flexrec_training_metrics(
@@ -44,7 +40,8 @@ def flexrec_training_metrics(
         return {}
     n = len(infos)
     valid = np.array([float(i["flexrec_valid"]) for i in infos])
-    item_rewards = np.array([r for i in infos if float(i["flexrec_valid"]) for r in _floats(i["flexrec_item_rewards"])])
+    valid_rows = [decode_item_rewards(i) for i in infos if float(i["flexrec_valid"])]
+    item_rewards = np.concatenate(valid_rows).astype(np.float64) if valid_rows else np.zeros(0)
     out = {
         "flexrec/valid_ratio": float(valid.mean()),
         "flexrec/ndcg/mean": float(np.mean([float(i["flexrec_ndcg"]) for i in infos])),

@@ -2,8 +2,10 @@
 
 ``run_single`` decodes one rollout, scores it with :func:`verl_flexrec.reward.score_response`, and
 returns the sequence reward as ``reward_score`` (verl puts it on the last response token). The
-item-level signal travels in ``reward_extra_info`` as scalars and JSON strings only, because verl
-stacks those values with ``np.array`` (ragged lists break it) and averages lists in validation:
+item-level signal travels in ``reward_extra_info``, one value per key and rollout: scalars, and
+the item arrays as fixed-width binary (:mod:`verl_flexrec.integration.item_data` says why a
+``str``), because verl averages every non-string value in validation and stacks each key across
+rollouts with ``np.array``:
 
 =========================  =====================================================================
 key                        value
@@ -13,23 +15,22 @@ flexrec_error              "" or the parse error code (missing_tags, truncated, 
 flexrec_seq_reward         the sequence reward (same as reward_score)
 flexrec_ndcg               list NDCG used in the reward
 flexrec_uncertainty        u, variance of the list reward (0 when every gain is observed)
-flexrec_item_rewards       JSON list, item reward of each ranked position ("[]" when invalid)
-flexrec_item_token_spans   JSON list of [first, end) response-token ranges of each ranked id
+flexrec_num_items          K, items in the ranked list (0 when invalid)
+flexrec_item_rewards_f32   the K item rewards, ranked order: float32 bytes as a latin-1 str
+flexrec_num_item_tokens    T, response tokens that spell a ranked id
+flexrec_item_tokens_i32    the T (token index, item position) pairs: int32 bytes, likewise
 ndcg@5 ndcg@10 recall@5    evaluation metrics (0 for invalid output), logged by verl's validation
 mrr@5
 =========================  =====================================================================
 
-:func:`verl_flexrec.integration.estimator.collate_flexrec_inputs` turns a batch of these back into
-the estimator's tensors; the ``flexrec_sync`` trainer (:mod:`verl_flexrec.integration.trainer`)
-carries them from verl's TransferQueue to the estimator. With ``algorithm.adv_estimator=flexrec``
-the manager refuses to start under a trainer that would drop them (verl's legacy trainer, or a
-V1 trainer mode other than a FlexRec one), naming the fix.
+:func:`verl_flexrec.integration.item_data.collate_flexrec_inputs` stacks a batch of these into the
+estimator's tensors with one ``np.frombuffer`` per array; the ``flexrec_sync`` trainer
+(:mod:`verl_flexrec.integration.trainer`) carries them from verl's TransferQueue to the estimator.
+With ``algorithm.adv_estimator=flexrec`` the manager refuses to start under a trainer that would
+drop them (verl's legacy trainer, or a V1 trainer mode other than a FlexRec one), naming the fix.
 """
 
 from __future__ import annotations
-
-import asyncio
-import json
 
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
@@ -38,6 +39,7 @@ from ..config import FlexRecConfig, config_get
 from ..reward import score_response
 from ..schema import GroundTruth, GroundTruthError
 from ..tokens import char_spans_to_token_spans, token_char_offsets
+from .item_data import ITEM_DATA_KEYS, encode_item_data
 
 __all__ = ["EXTRA_INFO_KEYS", "FlexRecRewardManager"]
 
@@ -47,8 +49,7 @@ EXTRA_INFO_KEYS = (
     "flexrec_seq_reward",
     "flexrec_ndcg",
     "flexrec_uncertainty",
-    "flexrec_item_rewards",
-    "flexrec_item_token_spans",
+    *ITEM_DATA_KEYS,
     "ndcg@5",
     "ndcg@10",
     "recall@5",
@@ -79,9 +80,11 @@ class FlexRecRewardManager(RewardManagerBase):
         self.max_response_length = config_get(config, "actor_rollout_ref.rollout.response_length")
 
     def score_text(self, response_ids, ground_truth) -> dict:
-        """Synchronous core of :meth:`run_single` for one rollout's valid response ids."""
-        ids = [int(t) for t in response_ids]
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        """Synchronous core of :meth:`run_single` for one rollout's valid response ids (a 1-D
+        tensor, as verl gives them, or a sequence of ints)."""
+        ids = response_ids.tolist() if hasattr(response_ids, "tolist") else list(map(int, response_ids))
+        # transformers decodes a tensor faster than a list (no per-element type check)
+        text = self.tokenizer.decode(response_ids, skip_special_tokens=True)
         critic_path = self.flexrec.reward.critic_path
         if critic_path:
             from ..critic import get_predictor, is_filled  # torch/numpy only; cached per process
@@ -101,14 +104,13 @@ class FlexRecRewardManager(RewardManagerBase):
             "flexrec_seq_reward": result.score,
             "flexrec_ndcg": result.ndcg,
             "flexrec_uncertainty": result.uncertainty,
-            "flexrec_item_rewards": json.dumps(result.item_rewards),
-            "flexrec_item_token_spans": json.dumps([list(s) for s in token_spans]),
+            **encode_item_data(result.item_rewards, token_spans),
             **result.metrics,
         }
         return {"reward_score": result.score, "reward_extra_info": info}
 
     async def run_single(self, data: DataProto) -> dict:
-        item = data[-1:][0]  # multi-output trajectories: score the final output, like verl's managers
+        item = data[len(data) - 1]  # multi-output trajectories: score the final output, like verl's managers
         response_ids = item.batch["responses"]
         valid_len = int(item.batch["attention_mask"][-response_ids.shape[-1] :].sum())
         raw_gt = item.non_tensor_batch["reward_model"]["ground_truth"]
@@ -119,7 +121,7 @@ class FlexRecRewardManager(RewardManagerBase):
             raise GroundTruthError(
                 f"row index={where.get('index', '?')} split={where.get('split', '?')}: {e}"
             ) from None
-        ids = response_ids[:valid_len].tolist()
-        # the running loop, not the one captured at construction: callers may score from a new loop
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, lambda: self.score_text(ids, ground_truth))
+        # Scored inline, not in an executor thread as verl's naive manager runs user functions: the
+        # work is ~0.3 ms of Python that holds the GIL, so a thread runs nothing in parallel, and
+        # the hand-off cost about as much again (benchmarks/bench_cost.py, reward manager).
+        return self.score_text(response_ids[:valid_len], ground_truth)

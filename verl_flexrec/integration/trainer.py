@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import transfer_queue as tq
+from tensordict import NonTensorData, NonTensorStack
 from verl.trainer.ppo.v1.trainer_base import get_trainer_cls, register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from ..config import config_get
 from . import handoff
+from .item_data import ITEM_DATA_KEYS
 from .metrics import flexrec_training_metrics
 
 __all__ = [
@@ -50,21 +53,38 @@ REQUIRED_EXTRA_INFO_KEYS = (
     "flexrec_error",
     "flexrec_ndcg",
     "flexrec_uncertainty",
-    "flexrec_item_rewards",
-    "flexrec_item_token_spans",
+    *ITEM_DATA_KEYS,
 )
+_REQUIRED_KEYS = frozenset(REQUIRED_EXTRA_INFO_KEYS)
 _FETCH_FIELDS = ["uid", "response_mask", "extra_fields"]
 
 
 def _as_list(value) -> list:
-    """Per-row Python values of a non-tensor TransferQueue field (NonTensorStack or list)."""
+    """Per-row Python values of a non-tensor TransferQueue field (NonTensorStack or list).
+
+    A flat ``NonTensorStack`` is read row by row (``NonTensorData.data``): its ``tolist()`` costs
+    ~15 ms per 1,024 rows in tensordict 0.10, four times as much.
+    """
+    rows = getattr(value, "tensordicts", None)
+    if isinstance(value, NonTensorStack) and value.stack_dim == 0 and all(isinstance(r, NonTensorData) for r in rows):
+        return [r.data for r in rows]
     return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
 def _row_sums(mask) -> list[int]:
     """Number of response tokens (mask ones) per row of a nested or dense TransferQueue field."""
-    rows = mask.unbind(0) if getattr(mask, "is_nested", False) else list(mask)
-    return [int(r.sum()) for r in rows]
+    if getattr(mask, "is_nested", False):
+        values, offsets = mask.values(), mask.offsets()
+        if values.dim() == 1 and values.device.type == "cpu":
+            # jagged (bs, j): one numpy pass over the rows; a sum per row costs ~14 ms per 1,024 rows
+            starts, counts = offsets[:-1].numpy(), np.diff(offsets.numpy())
+            sums = np.zeros(len(counts), dtype=np.int64)
+            full = counts > 0  # reduceat reads an empty segment as one element: leave those at 0
+            if full.any():
+                sums[full] = np.add.reduceat(values.numpy(), starts[full])
+            return sums.tolist()
+        return [int(r.sum()) for r in mask.unbind(0)]
+    return [int(n) for n in mask.reshape(mask.shape[0], -1).sum(-1).tolist()]
 
 
 def _final_outputs(keys: list[str]) -> list[bool]:
@@ -105,7 +125,7 @@ class FlexRecTrainerMixin:
         infos = []
         for key, is_real, is_final, fields in zip(batch.keys, real, final, extra):
             info = (fields or {}).get("reward_extra_info") if isinstance(fields, dict) else None
-            has_keys = isinstance(info, dict) and all(k in info for k in REQUIRED_EXTRA_INFO_KEYS)
+            has_keys = isinstance(info, dict) and _REQUIRED_KEYS <= info.keys()
             if is_real and not has_keys and need_items:
                 missing = [k for k in REQUIRED_EXTRA_INFO_KEYS if not isinstance(info, dict) or k not in info]
                 raise ValueError(
@@ -114,7 +134,7 @@ class FlexRecTrainerMixin:
                     "in the agent loop (no colocated reward model: reward.reward_model.enable=false, or "
                     "enable_resource_pool=true)"
                 )
-            infos.append(dict(info) if has_keys and is_real and is_final else None)
+            infos.append(info if has_keys and is_real and is_final else None)
         return handoff.FlexRecBatch(uids=uids, infos=infos, response_lengths=lengths, real=real)
 
     def _compute_advantage(self, batch, metrics: dict):

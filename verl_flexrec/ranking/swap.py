@@ -24,22 +24,39 @@ Modes:
 
 from __future__ import annotations
 
-import torch
+from functools import lru_cache
 
-from .metrics import _as_float, discounts, ideal_dcg, transform_gains
+import numpy as np
+
+from .metrics import _dcg, _discounts, _discounts_like, _check_cutoff, as_float, sort_descending, transform_gains
 
 __all__ = ["SWAP_MODES", "swap_item_rewards"]
 
 SWAP_MODES = ("causal", "noncausal", "independent", "rank")
 
 
-def _suffix_sum_exclusive(x: torch.Tensor) -> torch.Tensor:
-    """sum_{j>k} x_j along the last dim."""
-    return torch.flip(torch.cumsum(torch.flip(x, (-1,)), -1), (-1,)) - x
+def _suffix_sum_exclusive(x, xp):
+    """sum_{j>k} x_j along the last dim: the total minus the running sum (0 at the last position)."""
+    running = xp.cumulative_sum(x, axis=-1)
+    return running[..., -1:] - running
 
 
-def swap_item_rewards(gains, mode: str = "causal", cutoff: int | None = None, *, gain: str = "linear") -> torch.Tensor:
-    """Per-position item rewards ``(..., K)`` for ranked ``gains`` ``(..., K)``.
+@lru_cache(maxsize=512)
+def _causal_constants(K: int, cutoff: int | None, xp, device):
+    """Per-position parts of the causal closed form that depend only on K and the cut-off:
+    ``c_k d_k - S_k`` and ``1 / max(c_k, 1)`` (c_k = K - k, S_k = sum_{j>k} d_j), float64."""
+    d = _discounts(K, cutoff, xp, xp.float64, device)
+    count = xp.arange(K - 1, -1, -1, dtype=xp.float64, device=device)
+    out = (count * d - _suffix_sum_exclusive(d, xp), 1.0 / xp.where(count > 0, count, 1.0))
+    if xp is np:
+        for a in out:
+            a.flags.writeable = False
+    return out
+
+
+def swap_item_rewards(gains, mode: str = "causal", cutoff: int | None = None, *, gain: str = "linear"):
+    """Per-position item rewards ``(..., K)`` for ranked ``gains`` ``(..., K)``, computed in float64
+    and returned in the floating dtype of ``gains`` (numpy in, numpy out; torch in, torch out).
 
     Args:
         gains: need-specific gains in the order the model ranked the items.
@@ -50,36 +67,33 @@ def swap_item_rewards(gains, mode: str = "causal", cutoff: int | None = None, *,
     """
     if mode not in SWAP_MODES:
         raise ValueError(f"mode must be one of {SWAP_MODES}, got {mode!r}")
-    raw = _as_float(gains)
-    out_dtype = raw.dtype
-    g = transform_gains(raw.to(torch.float64), gain)
+    _check_cutoff(cutoff)
+    raw, xp = as_float(gains)
+    g = xp.astype(raw, xp.float64, copy=False)
     K = g.shape[-1]
     if K == 0:
-        return torch.zeros_like(raw)
-    d = discounts(K, cutoff, dtype=torch.float64, device=g.device)
-    idcg = ideal_dcg(raw.to(torch.float64), cutoff, gain=gain).unsqueeze(-1)
-    safe_idcg = torch.where(idcg > 0, idcg, torch.ones_like(idcg))
+        return xp.zeros_like(raw)
+    d = _discounts_like(g, xp, cutoff)
+    idcg = _dcg(transform_gains(sort_descending(g, xp), gain), xp, cutoff)[..., None]
+    g = transform_gains(g, gain)
+    safe_idcg = xp.where(idcg > 0, idcg, 1.0)
 
     if mode == "independent":
         num, den = g * d, safe_idcg
     elif mode == "rank":
         gd = g * d
-        num, den = gd + _suffix_sum_exclusive(gd), safe_idcg
-    elif mode == "causal":
-        count = torch.arange(K - 1, -1, -1, dtype=torch.float64, device=g.device)  # K - k
-        S = _suffix_sum_exclusive(d).expand_as(g)
-        T = _suffix_sum_exclusive(g)
-        U = _suffix_sum_exclusive(g * d)
-        num = count * g * d - g * S - d * T + U
-        den = torch.where(count > 0, count, torch.ones_like(count)) * safe_idcg
+        num, den = gd + _suffix_sum_exclusive(gd, xp), safe_idcg
+    elif mode == "causal":  # (g_k (c_k d_k - S_k) - d_k T_k + U_k) / c_k / IDCG
+        cd_minus_S, inv_count = _causal_constants(K, cutoff, xp, g.device)
+        num = (g * cd_minus_S - d * _suffix_sum_exclusive(g, xp) + _suffix_sum_exclusive(g * d, xp)) * inv_count
+        den = safe_idcg
     else:  # noncausal: the j = k term is zero, so sum over all j and divide by K - 1
-        D, G, GD = d.sum(), g.sum(-1, keepdim=True), (g * d).sum(-1, keepdim=True)
+        D, G, GD = xp.sum(d), xp.sum(g, axis=-1, keepdims=True), xp.sum(g * d, axis=-1, keepdims=True)
         num = K * g * d - g * D - d * G + GD
         den = max(K - 1, 1) * safe_idcg
-    r = num / den
-    r = torch.where(idcg > 0, r, torch.zeros_like(r))
+    r = xp.where(idcg > 0, num / den, 0.0)
     if mode == "causal":
         r[..., -1] = 0.0  # cancellation leaves ~1e-17 where the exact value is 0
     if mode == "noncausal" and K == 1:
-        r = torch.zeros_like(r)
-    return r.to(out_dtype)
+        r = xp.zeros_like(r)
+    return xp.astype(r, raw.dtype, copy=False)
