@@ -147,11 +147,23 @@ def _check(words: list[str]) -> None:
         assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), f"`python {' '.join(target)}` has no {flag}"
 
 
-@pytest.mark.parametrize("where,words", COMMANDS, ids=[f"{w}:{' '.join(c)[:60]}" for w, c in COMMANDS])
+def _needs_a_fresh_interpreter(words: list[str]) -> bool:
+    """Checked in a subprocess that imports verl (seconds of CPU each): doctor, Hydra apps, scripts."""
+    args = words[1:]
+    return words[0] == "python" and (args[:1] != ["-m"] or args[1] in HYDRA_APPS or args[1].startswith("verl.")
+                                     or args[1:3] == ["verl_flexrec", "doctor"])
+
+
+@pytest.mark.parametrize(
+    "where,words",
+    [pytest.param(w, c, marks=[pytest.mark.slow] if _needs_a_fresh_interpreter(c) else []) for w, c in COMMANDS],
+    ids=[f"{w}:{' '.join(c)[:60]}" for w, c in COMMANDS],
+)
 def test_documented_command(where, words):
     _check(words)
 
 
+@pytest.mark.slow  # a fresh interpreter per block
 @pytest.mark.parametrize("where,body", _blocks("python"), ids=[w for w, _ in _blocks("python")])
 def test_documented_python_imports(where, body):
     imports = "\n".join(line for line in body.splitlines() if re.match(r"(from \S+ )?import ", line))
