@@ -65,12 +65,17 @@ class AdvantageOptions:
     norm_by_std: bool | None = None
     # verl's GRPO epsilon.
     eps: float = 1e-6
+    # item_norm=position divides by max(std_k, item_std_floor * RMS of the group's per-position
+    # stds), so near-constant tail positions are not blown up to unit advantages; 0 = std_k + eps.
+    item_std_floor: float = 1.0
     # choice: item tokens get only their item advantage (no sequence advantage added).
     add_seq_adv_to_items: bool = False
 
     def __post_init__(self):
         _check_choice("advantage.mode", self.mode, ADVANTAGE_MODES)
         _check_choice("advantage.item_norm", self.item_norm, ITEM_NORMS)
+        if not self.item_std_floor >= 0:
+            raise ValueError(f"algorithm.flexrec.advantage.item_std_floor must be >= 0, got {self.item_std_floor}")
 
 
 @dataclass
