@@ -59,7 +59,7 @@ from verl.trainer.ppo import core_algos
 from verl.workers.config.actor import ActorConfig
 
 import verl_flexrec.register  # noqa: F401  (registers the `flexrec` estimator in verl)
-from verl_flexrec.config import RewardOptions, UncertaintyOptions
+from verl_flexrec.config import FlexRecConfig, RewardOptions, UncertaintyOptions
 from verl_flexrec.ranking import ndcg, swap_item_rewards
 from verl_flexrec.uncertainty import rollout_uncertainty, uncertainty_scale
 
@@ -85,6 +85,12 @@ class Arm:
         return OmegaConf.create({"norm_adv_by_std_in_grpo": True, "flexrec": {"advantage": adv, "uncertainty": unc}})
 
 
+    def effective_options(self) -> dict:
+        """The estimator options this arm ran with (package defaults resolved)."""
+        cfg = FlexRecConfig.from_any(self.algorithm_config().flexrec)
+        return {"advantage": asdict(cfg.advantage), "uncertainty": asdict(cfg.uncertainty), "item_rewards": self.item_mode}
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -106,7 +112,7 @@ SETTINGS = {
             CAUSAL,
             Arm("flexrec_noncausal", "noncausal"),
             Arm("flexrec_independent", "independent"),
-            Arm("causal_std_floor_0.1", item_std_floor=0.1),
+            Arm("causal_std_floor_1", item_std_floor=1.0),
             Arm("causal_std_floor_0", item_std_floor=0.0),
             Arm("causal_pooled", item_norm="pooled"),
             Arm("causal_none", item_norm="none"),
@@ -123,6 +129,7 @@ SETTINGS = {
         (
             Arm("oracle_dense", filler="oracle"),
             Arm("critic_raw", filler="critic"),
+            Arm("critic_raw_std_floor_1", filler="critic", item_std_floor=1.0),
             Arm("critic_raw_std_floor_0", filler="critic", item_std_floor=0.0),
             Arm("critic_unc_batch", filler="critic", normalize="batch"),
             Arm("critic_unc_group", filler="critic", normalize="group"),
@@ -386,7 +393,7 @@ def summarise(setting: Setting, runs: dict, seeds) -> dict:
         "baseline": setting.baseline,
         "note": setting.note,
         "threshold_per_seed": threshold.tolist(),
-        "arm_configs": {a.name: asdict(a) for a in setting.arms},
+        "arm_configs": {a.name: asdict(a) | {"effective": a.effective_options()} for a in setting.arms},
         "arms": arms,
     }
 
@@ -410,6 +417,74 @@ def print_table(name: str, summary: dict) -> None:
         if "c_vs_abs_error" in e:
             c = e["c_vs_abs_error"]
             print(f"{'':26s} corr(c, |reward error|): pooled {_fmt(c['pooled'])}, within group {_fmt(c['within_group'])}")
+
+
+def _md_ci(ci: dict, digits: int = 3, signed: bool = False) -> str:
+    if ci.get("mean") is None:
+        return "—"
+    sign = "+" if signed else ""
+    half = "—" if ci.get("ci95") is None else f"{ci['ci95']:.{digits}f}"
+    return f"{ci['mean']:{sign}.{digits}f} ± {half}"
+
+
+def markdown_report(results: dict) -> str:
+    """The results as markdown tables (docs/benchmarks.md), one per setting; ``*`` marks a paired
+    difference whose 95 % interval excludes 0."""
+    out = []
+    for name, s in results["settings"].items():
+        b = s["baseline"]
+        out.append(f"**{name}** (K={s['K']}, group={s['group']}; {s['note']}; Δ = paired difference vs `{b}`)\n")
+        head = "| arm | final NDCG@5 | AUC NDCG@5 | Δ AUC | steps to threshold (reached) | Δ steps | final valid | collapse |"
+        extra = s["sparse"]
+        if extra:
+            head += " corr(c, \\|err\\|) pooled | within group |"
+        out.append(head)
+        out.append("|" + "---|" * (head.count("|") - 1))
+        for arm, e in s["arms"].items():
+            vs = e.get(f"vs_{b}")
+            mark = lambda d: (" *" if d["separates"] else "") if d else ""
+            st = e["steps_to_threshold"]
+            row = [
+                f"`{arm}`",
+                _md_ci(e["final_ndcg@5"]),
+                _md_ci(e["auc"]),
+                (_md_ci(vs["auc"], signed=True) + mark(vs["auc"])) if vs else "—",
+                f"{_md_ci(st, 0)} ({st['reached']}/{len(e['seeds'])})",
+                (_md_ci(vs["steps_to_threshold"], 0, signed=True) + mark(vs["steps_to_threshold"])) if vs else "—",
+                f"{e['final_valid_ratio']['mean']:.3f}",
+                f"{e['collapse_rate']:.2f}",
+            ]
+            if extra:
+                c = e.get("c_vs_abs_error")
+                row += [_md_ci(c["pooled"], 2, True), _md_ci(c["within_group"], 2, True)] if c else ["—", "—"]
+            out.append("| " + " | ".join(row) + " |")
+        ref = "flexrec_causal"
+        if ref in s["arms"] and ref != b and len(s["arms"]) > 2:
+            out.append("")
+            out.append(f"Paired against `{ref}` (same seeds): Δ AUC NDCG@5, Δ final NDCG@5, Δ final valid ratio\n")
+            out.append("| arm | Δ AUC | Δ final NDCG@5 | Δ final valid |")
+            out.append("|---|---|---|---|")
+            r = s["arms"][ref]
+            for arm, e in s["arms"].items():
+                if arm in (ref, b):
+                    continue
+                cells = []
+                for get in (
+                    lambda x: x["auc"]["per_seed"],
+                    lambda x: [np.mean(c[-TRAIL:]) for c in x["curves"]["ndcg@5"]],
+                    lambda x: [c[-1] for c in x["curves"]["valid_ratio"]],
+                ):
+                    d = stats.paired(get(e), get(r))
+                    cells.append(_md_ci(d, signed=True) + (" *" if d["separates"] else ""))
+                out.append(f"| `{arm}` | " + " | ".join(cells) + " |")
+        if s.get("filler_quality"):
+            out.append("")
+            out.append("| filler | RMSE | bias | per-category bias sd | corr(sd, \\|err\\|) | fit s |")
+            out.append("|---|---|---|---|---|---|")
+            for f, q in s["filler_quality"].items():
+                out.append(f"| {f} | " + " | ".join(_md_ci(q[k], 3 if k != "fit_s" else 0) for k in ("rmse", "bias", "category_bias_sd", "corr_sd_abs_error", "fit_s")) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -464,6 +539,7 @@ def parse_args(argv=None):
     p.add_argument("--corr-every", type=int, default=5, help="record (c, |error|) every N steps (sparse)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--out", type=Path, default=RESULTS / "learning_dynamics.json")
+    p.add_argument("--report", type=Path, default=None, help="print the markdown tables of an existing results JSON and exit")
     args = p.parse_args(argv)
     args.world = WorldConfig()
     if args.smoke:
@@ -490,6 +566,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report is not None:
+        print(markdown_report(json.loads(args.report.read_text())))
+        return 0
     torch.set_num_threads(args.threads)
     seeds = list(range(args.seeds))
     t0 = time.perf_counter()

@@ -109,13 +109,16 @@ def test_std_floor_keeps_small_tail_differences_small():
     items = torch.tensor([[0.30, 0.010, 0.0], [0.10, 0.012, 0.0], [0.20, 0.014, 0.0]], dtype=torch.float64)
     pos = torch.tensor([[-1, 0, 0, 1, 1, 2, 2]]).expand(3, 7)
     mask = torch.ones(3, 7)
-    typical = np.sqrt((0.1**2 + 0.002**2 + 0.0) / 3)  # RMS of the unbiased per-position stds
-    floored = flexrec_advantages(mask, index, torch.zeros(3), items, pos).item_advantage.double()
-    expected = torch.tensor(
-        [[1.0, -0.002 / typical, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.002 / typical, 0.0]], dtype=torch.float64
-    )
-    torch.testing.assert_close(floored, expected, atol=1e-5, rtol=1e-4)
-    assert floored[:, 1].abs().max() < 0.04  # not blown up to unit size
+    typical = np.sqrt((0.1**2 + 0.002**2 + 0.0) / 3)  # RMS of the unbiased per-position stds = 0.0577
+    for rho in (1.0, 0.1):  # 0.1 = the default; both floors bind at position 1 (std 0.002)
+        opts = AdvantageOptions(item_std_floor=rho)
+        floored = flexrec_advantages(mask, index, torch.zeros(3), items, pos, options=opts).item_advantage.double()
+        t = 0.002 / (rho * typical + 1e-6)  # verl's eps is still added
+        expected = torch.tensor([[1.0, -t, 0.0], [-1.0, 0.0, 0.0], [0.0, t, 0.0]], dtype=torch.float64)
+        torch.testing.assert_close(floored, expected, atol=1e-5, rtol=1e-4)
+        assert floored[:, 1].abs().max() < 0.35  # not blown up to unit size
+    default = flexrec_advantages(mask, index, torch.zeros(3), items, pos).item_advantage.double()
+    assert default[2, 1] == pytest.approx(0.002 / (0.1 * typical + 1e-6), rel=1e-5)
     old = flexrec_advantages(mask, index, torch.zeros(3), items, pos, options=AdvantageOptions(item_std_floor=0.0))
     torch.testing.assert_close(old.item_advantage[:, 1].double(), torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64), atol=1e-3, rtol=0)
     # the last position (identical rewards) gets 0 either way, on both of its tokens
