@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -434,12 +435,12 @@ def markdown_report(results: dict) -> str:
     for name, s in results["settings"].items():
         b = s["baseline"]
         out.append(f"**{name}** (K={s['K']}, group={s['group']}; {s['note']}; Δ = paired difference vs `{b}`)\n")
-        head = "| arm | final NDCG@5 | AUC NDCG@5 | Δ AUC | steps to threshold (reached) | Δ steps | final valid | collapse |"
+        cols = ["arm", "final NDCG@5", "AUC NDCG@5", "Δ AUC", "steps to threshold (reached)", "Δ steps", "final valid", "collapse"]
         extra = s["sparse"]
         if extra:
-            head += " corr(c, \\|err\\|) pooled | within group |"
-        out.append(head)
-        out.append("|" + "---|" * (head.count("|") - 1))
+            cols += ["corr(c, \\|err\\|) pooled", "within group"]
+        out.append("| " + " | ".join(cols) + " |")
+        out.append("|" + "---|" * len(cols))
         for arm, e in s["arms"].items():
             vs = e.get(f"vs_{b}")
             mark = lambda d: (" *" if d["separates"] else "") if d else ""
@@ -482,7 +483,7 @@ def markdown_report(results: dict) -> str:
             out.append("| filler | RMSE | bias | per-category bias sd | corr(sd, \\|err\\|) | fit s |")
             out.append("|---|---|---|---|---|---|")
             for f, q in s["filler_quality"].items():
-                out.append(f"| {f} | " + " | ".join(_md_ci(q[k], 3 if k != "fit_s" else 0) for k in ("rmse", "bias", "category_bias_sd", "corr_sd_abs_error", "fit_s")) + " |")
+                out.append(f"| {f} | " + " | ".join(_md_ci(q[k], 3 if k != "fit_s" else 1) for k in ("rmse", "bias", "category_bias_sd", "corr_sd_abs_error", "fit_s")) + " |")
         out.append("")
     return "\n".join(out)
 
@@ -595,7 +596,7 @@ def main(argv=None) -> int:
         pass
     print(f"\nwall time {results['wall_s']:.1f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(_json_safe(results), indent=1, allow_nan=False))
+    args.out.write_text(dump_json(results))
     png = args.out.with_suffix(".png")
     plot(results, png)
     print(f"wrote {_rel(args.out)} and {_rel(png)}")
@@ -603,14 +604,20 @@ def main(argv=None) -> int:
 
 
 def _json_safe(x):
-    """NaN / inf (an undefined correlation, a CI of one value) as JSON null."""
+    """NaN / inf (an undefined correlation, a CI of one value) as JSON null; floats to 6 significant digits."""
     if isinstance(x, dict):
         return {k: _json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_json_safe(v) for v in x]
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
+    if isinstance(x, float):
+        return float(f"{x:.6g}") if np.isfinite(x) else None
     return x
+
+
+def dump_json(results: dict) -> str:
+    """Indented JSON whose innermost lists of numbers (curves) stay on one line."""
+    text = json.dumps(_json_safe(results), indent=1, allow_nan=False)
+    return re.sub(r"\[\s+([-+0-9.eE,\s]+?|[-+0-9.eE,\snul]+?)\s+\]", lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
 
 
 def _rel(path: Path) -> str:
