@@ -183,7 +183,7 @@ def test_without_hallucination_the_list_is_plackett_luce_on_the_scores(world):
     x = _stacked(ep, 1)
     ro = pol.sample(*x, generator=torch.Generator().manual_seed(2))
     assert ro.valid.all()
-    s = pol.scores(x[0], ro.reasoning.view(1, -1, pol.R))[0].double()
+    s = pol.scores(x[0], ro.reasoning.view(1, -1, pol.R))[0].detach().double()
     for n in range(4):
         o = ro.order[n].tolist()
         pl = sum(float(s[n, o[t]] - torch.logsumexp(s[n, o[t:]], 0)) for t in range(len(o)))
