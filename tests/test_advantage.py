@@ -75,8 +75,8 @@ def _reference_item_advantages(index, seq, items, eps=1e-6, pooled=False, floor=
             moments.append((vals, mean, std, len(xs) >= 2))
         stds = [float(std) for _, _, std, counted in moments if counted]
         typical = float(np.sqrt(np.mean(np.square(stds)))) if stds else 0.0
-        for vals, mean, std, _ in moments:
-            std = std if pooled else max(float(std), floor * typical)
+        for vals, mean, std, counted in moments:
+            std = max(float(std), floor * typical) if counted and not pooled else float(std)
             for i, k, v in vals:
                 out[i, k] = (v - mean) / (std + eps)
     return out
@@ -125,6 +125,10 @@ def test_std_floor_keeps_small_tail_differences_small():
     assert (floored[:, 2] == 0).all() and (old.advantages[:, 5:] == 0).all()
     with pytest.raises(ValueError, match="item_std_floor"):
         AdvantageOptions(item_std_floor=-1.0)
+    # a batch whose lists are all empty (every output invalid): no item columns, sequence advantages only
+    empty = flexrec_advantages(mask, index, torch.tensor([1.0, 0.0, 0.5]), torch.zeros(3, 0), torch.full((3, 7), -1))
+    assert empty.item_advantage.shape == (3, 0) and torch.isfinite(empty.advantages).all()
+    torch.testing.assert_close(empty.advantages, empty.seq_advantage[:, None].expand(3, 7))
 
 
 def test_items_are_not_summed_away():

@@ -14,8 +14,8 @@ Rollouts without item rewards (invalid output) are left out of the item statisti
 sequence advantage on every token. ``item_norm="pooled"`` pools all (rollout, position) pairs of a
 group; ``"none"`` only centres per position.
 
-Per-position std floor (``item_std_floor`` = rho): a position is divided by
-``max(std_{G,k}, rho * sigma_G)``, sigma_G the root mean square of the group's per-position stds.
+Per-position std floor (``item_std_floor`` = rho): a position with at least two values is divided
+by ``max(std_{G,k}, rho * sigma_G)``, sigma_G the root mean square of the group's per-position stds.
 Tail positions of a full-list NDCG move the reward very little (d_k - d_j is small), so dividing
 by their own tiny std (eps 1e-6) would blow differences of 1e-4 up to unit advantages, as large
 as the head's; with the floor they keep their size relative to the group's typical spread.
