@@ -69,7 +69,7 @@ class AdvantageOptions:
     eps: float = 1e-6
     # item_norm=position divides by max(std_k, item_std_floor * RMS of the group's per-position
     # stds), so near-constant tail positions are not blown up to unit advantages; 0 = std_k + eps.
-    # measured: 0.1 learns as fast as 0 and 1.0 is slower (AUC -0.013 dense, -0.016 sparse, 8 seeds;
+    # measured: 0.1 learns as fast as 0 and 1.0 is slower (AUC -0.013 dense, -0.009 sparse, 8 seeds;
     # docs/benchmarks.md, Learning dynamics, dense and sparse tables).
     item_std_floor: float = 0.1
     # choice: item tokens get only their item advantage (no sequence advantage added).
@@ -91,8 +91,8 @@ class UncertaintyOptions:
     # choice: eps of 1/(u+eps); u of a 10%-observed KuaiRec list is ~1e-2.
     eps: float = 1e-2
     # choice: divide c by its batch mean so fully observed rollouts (u=0) do not get 1/eps.
-    # measured: no normalisation beats no scaling; batch and none tie with it, group is worse
-    # (AUC -0.006 ± 0.003; docs/benchmarks.md, Learning dynamics, sparse table).
+    # measured: batch is the only normalisation ahead of no scaling (AUC +0.009 ± 0.008, small),
+    # group is worse, none is a clip constant (docs/benchmarks.md, Learning dynamics, sparse table).
     normalize: str = "batch"
     min_scale: float = 0.0
     max_scale: float = 3.0
