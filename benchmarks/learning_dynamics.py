@@ -1,33 +1,30 @@
-"""Learning dynamics of item-level credit: GRPO vs Rank-GRPO vs FlexRec swap rewards (simulation).
+"""Does FlexRec learn better? Credit-assignment and uncertainty arms on a simulated ranking task.
 
-    python benchmarks/learning_dynamics.py            # default: 3 seeds, dense + sparse (896 s measured on a shared 2-core box)
+    python benchmarks/learning_dynamics.py            # default: every setting, 8 seeds (~30 min on 2 cores)
     python benchmarks/learning_dynamics.py --smoke    # seconds: tiny sizes, 2 seeds, for CI
+    python benchmarks/learning_dynamics.py --settings dense,sparse --seeds 4 --steps 60   # a quick look
 
-A pointer policy (``benchmarks/sim/policy.py``) emits a permutation of K candidates item by item
-in a synthetic need-conditioned environment (``benchmarks/sim/env.py``). Every step samples
-``--prompts`` episodes x ``--group`` rollouts, computes advantages with **the registered ``flexrec``
-estimator** (``core_algos.get_adv_estimator_fn("flexrec")``, the function the verl plugin
-registers; with only the 4 standard arguments it is verl's GRPO), and updates the policy with
-verl's ``vanilla`` PPO policy loss (``core_algos.get_policy_loss_fn``). Each emitted item is one
-"token" (``item_token_pos[b, t] = t``). Methods:
+World (``benchmarks/sim/world.py``): need-conditioned ranking with a non-linear target; a
+token-level policy (``benchmarks/sim/policy.py``) writes 2 reasoning tokens, then the K candidates'
+catalogue ids, two tokens each (an id that is not a remaining candidate makes the output invalid).
+Every step samples ``--rollouts`` responses (``rollouts / group`` prompts x ``group``) per seed,
+scores them (valid: ``0.1 + NDCG`` or format-only; invalid: -2; item rewards: the package's
+``swap_item_rewards``), computes token advantages with **the registered ``flexrec`` estimator**
+(``core_algos.get_adv_estimator_fn("flexrec")``; with only verl's 4 standard arguments it is verl's
+GRPO) and updates with **verl's ``vanilla`` policy loss** (token-mean). The seeds of an arm are one
+batched model (stacked weights), so an arm costs about one run.
 
-dense (true gains):
-    grpo                 list NDCG as the sequence reward, GRPO advantage on every item (Rec-R1)
-    rank_grpo            Rank-GRPO per-rank reward DCG@k:K / IDCG, normalised per rank
-    flexrec_causal       FlexRec causal swap reward (paper default)
-    flexrec_noncausal    swap partners = all other positions (Table 7 ablation)
-    flexrec_independent  the item's own NDCG term (Table 7 ablation)
-sparse (10 % observed, the rest filled; Table 8):
-    grpo                 list NDCG of the filled gains
-    flexrec_unc          causal swap + uncertainty scale 1/(u+eps), noisy calibrated filler
-    flexrec_raw          same without the uncertainty scale ("raw critic")
-    flexrec_user_knn     User-KNN filler + uncertainty scale
-    flexrec_item_knn     Item-KNN filler + uncertainty scale
+Settings (arms in ``SETTINGS``): ``dense`` (K 20, group 8) with the credit-assignment arms;
+``dense_K10`` / ``dense_K30`` and ``dense_G4`` / ``dense_G16`` (same rollouts per step) for GRPO
+vs FlexRec causal; ``sparse``: observed rewards exact, the rest filled by the project's critic
+(``verl_flexrec.critic.train_critic``) or User-KNN, with and without the uncertainty scale.
 
-Evaluation: greedy decoding on held-out episodes, true gains, NDCG@5 and Recall@5; mean and 95 %
-t-interval over seeds per eval step; steps-to-reach = first eval step at which a method's mean
-NDCG@5 reaches GRPO's final mean NDCG@5 (same setting). Writes
-``benchmarks/results/learning_dynamics.json`` and ``learning_dynamics.png``.
+Per arm and seed: test NDCG@5 / Recall@5 of greedy decoding on held-out prompts (true gains) every
+``--eval-every`` steps; AUC = the curve's mean over training; steps to threshold = first
+evaluation whose 3-point trailing mean reaches the baseline arm's final value (its last 3
+evaluations) in the same seed. Summaries: mean and 95 % t-interval over seeds; paired
+differences against the setting's baseline. Writes ``benchmarks/results/learning_dynamics.json``
+and ``.png``.
 """
 
 from __future__ import annotations
@@ -38,7 +35,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,246 +43,390 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sim import EnvConfig, PointerPolicy, RankingEnv, rank_metrics
+from learning_report import dump_json, markdown_report, plot, print_table, summarise
+from sim import (
+    SeedBatchedPolicy,
+    World,
+    WorldConfig,
+    item_token_positions,
+    rank_metrics,
+    stats,
+)
 from verl.trainer.ppo import core_algos
 from verl.workers.config.actor import ActorConfig
 
 import verl_flexrec.register  # noqa: F401  (registers the `flexrec` estimator in verl)
+from verl_flexrec.config import FlexRecConfig, RewardOptions, UncertaintyOptions
 from verl_flexrec.ranking import ndcg, swap_item_rewards
-from verl_flexrec.uncertainty import rollout_uncertainty
+from verl_flexrec.uncertainty import rollout_uncertainty, uncertainty_scale
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = ROOT / "benchmarks" / "results"
+REWARD = RewardOptions()  # format_bonus 0.1, invalid_penalty -2 (the package's defaults)
 
 
 @dataclass(frozen=True)
-class Method:
+class Arm:
     name: str
-    item_mode: str | None  # swap_item_rewards mode; None = sequence-level GRPO
-    uncertainty: bool = False
-    filler: str = "noisy"
+    item_mode: str | None = "causal"  # swap_item_rewards mode; None = sequence-only GRPO
+    item_norm: str = "position"
+    item_std_floor: float | None = None  # None = the package default
+    seq_reward: str = "ndcg"  # "ndcg": format_bonus + NDCG; "format": format_bonus only
+    filler: str = "oracle"  # sparse: oracle (true gains), critic, user_knn
+    normalize: str | None = None  # uncertainty scale normalisation; None = no scaling
+
+    def algorithm_config(self):
+        adv = {"item_norm": self.item_norm}
+        if self.item_std_floor is not None:
+            adv["item_std_floor"] = self.item_std_floor
+        unc = {"enable": self.normalize is not None, "normalize": self.normalize or "batch"}
+        return OmegaConf.create({"norm_adv_by_std_in_grpo": True, "flexrec": {"advantage": adv, "uncertainty": unc}})
 
 
-DENSE_METHODS = (
-    Method("grpo", None),
-    Method("rank_grpo", "rank"),
-    Method("flexrec_causal", "causal"),
-    Method("flexrec_noncausal", "noncausal"),
-    Method("flexrec_independent", "independent"),
-)
-SPARSE_METHODS = (
-    Method("grpo", None),
-    Method("flexrec_unc", "causal", uncertainty=True),
-    Method("flexrec_raw", "causal", uncertainty=False),
-    Method("flexrec_user_knn", "causal", uncertainty=True, filler="user_knn"),
-    Method("flexrec_item_knn", "causal", uncertainty=True, filler="item_knn"),
-)
+    def effective_options(self) -> dict:
+        """The estimator options this arm ran with (package defaults resolved)."""
+        cfg = FlexRecConfig.from_any(self.algorithm_config().flexrec)
+        return {"advantage": asdict(cfg.advantage), "uncertainty": asdict(cfg.uncertainty), "item_rewards": self.item_mode}
 
 
-def advantages(method: Method, gains_ranked: torch.Tensor, var_ranked: torch.Tensor, index: np.ndarray):
-    """Token (= emitted item) advantages ``(bs, K)`` from the registered ``flexrec`` estimator."""
-    estimator = core_algos.get_adv_estimator_fn("flexrec")
-    bs, K = gains_ranked.shape
-    mask = torch.ones(bs, K)
-    seq = ndcg(gains_ranked).to(torch.float32)
-    token_rewards = torch.zeros(bs, K)
-    token_rewards[:, -1] = seq  # verl puts the sequence reward on the last response token
-    cfg = OmegaConf.create({"norm_adv_by_std_in_grpo": True, "flexrec": {"uncertainty": {"enable": method.uncertainty}}})
-    if method.item_mode is None:
-        adv, _ = estimator(token_rewards, mask, index, cfg)  # == core_algos.compute_grpo_outcome_advantage
-        return adv
-    kwargs = {
-        "item_rewards": swap_item_rewards(gains_ranked, method.item_mode).to(torch.float32),
-        "item_token_pos": torch.arange(K).expand(bs, K),
-        "seq_reward": seq,
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    arms: tuple[Arm, ...]
+    K: int = 20
+    group: int = 8
+    sparse: bool = False
+    baseline: str = "grpo"
+    note: str = ""
+
+
+GRPO, CAUSAL = Arm("grpo", None), Arm("flexrec_causal")
+SETTINGS = {
+    "dense": Setting(
+        "dense",
+        (
+            GRPO,
+            Arm("rank_grpo", "rank"),
+            CAUSAL,
+            Arm("flexrec_noncausal", "noncausal"),
+            Arm("flexrec_independent", "independent"),
+            Arm("causal_std_floor_1", item_std_floor=1.0),
+            Arm("causal_std_floor_0", item_std_floor=0.0),
+            Arm("causal_pooled", item_norm="pooled"),
+            Arm("causal_none", item_norm="none"),
+            Arm("causal_format_only", seq_reward="format"),
+        ),
+        note="credit assignment, item normalisation, sequence reward of non-item tokens",
+    ),
+    "dense_K10": Setting("dense_K10", (GRPO, CAUSAL), K=10, note="list length sweep"),
+    "dense_K30": Setting("dense_K30", (GRPO, CAUSAL), K=30, note="list length sweep"),
+    "dense_G4": Setting("dense_G4", (GRPO, CAUSAL), group=4, note="group size sweep, same rollouts per step"),
+    "dense_G16": Setting("dense_G16", (GRPO, CAUSAL), group=16, note="group size sweep, same rollouts per step"),
+    "sparse": Setting(
+        "sparse",
+        (
+            Arm("oracle_dense", filler="oracle"),
+            Arm("critic_raw", filler="critic"),
+            Arm("critic_raw_std_floor_1", filler="critic", item_std_floor=1.0),
+            Arm("critic_raw_std_floor_0", filler="critic", item_std_floor=0.0),
+            Arm("critic_unc_batch", filler="critic", normalize="batch"),
+            Arm("critic_unc_group", filler="critic", normalize="group"),
+            Arm("critic_unc_none", filler="critic", normalize="none"),
+            Arm("user_knn_unc_batch", filler="user_knn", normalize="batch"),
+        ),
+        sparse=True,
+        baseline="critic_raw",
+        note="10% observed (exact), the rest filled; FlexRec causal in every arm",
+    ),
+}
+
+
+# -- data -------------------------------------------------------------------------------------
+@dataclass
+class SeedData:
+    """Train / test prompts of every seed, stacked on a leading seed axis."""
+
+    train: dict  # name -> (S, E, ...) tensor
+    test: dict
+    fills: dict = field(default_factory=dict)  # filler -> {"train_gains", "train_var"} (S, E, K)
+    filler_quality: dict = field(default_factory=dict)
+
+
+def _stack(episodes, names) -> dict:
+    return {n: torch.stack([getattr(e, n) for e in episodes]) for n in names}
+
+
+FIELDS = ("features", "context", "id_prefix", "id_suffix", "gains", "train_gains", "train_var")
+
+
+def build_data(setting: Setting, args, seeds, log) -> SeedData:
+    worlds = [World(replace(args.world, n_candidates=setting.K, seed=s)) for s in seeds]
+    train = [w.sample_episodes(args.train_prompts, np.random.default_rng([s, 1])) for w, s in zip(worlds, seeds)]
+    test = [w.sample_episodes(args.test_prompts, np.random.default_rng([s, 2])) for w, s in zip(worlds, seeds)]
+    data = SeedData(_stack(train, FIELDS), _stack(test, FIELDS))
+    if setting.sparse:
+        for filler in sorted({a.filler for a in setting.arms} - {"oracle"}):
+            filled, quality = [], []
+            for w, s, ep in zip(worlds, seeds, train):
+                t0 = time.perf_counter()
+                episodes, errors = w.fill_episodes(ep, fit_filler(filler, w, s, args))
+                filled.append(episodes)
+                quality.append(filler_quality(errors) | {"fit_s": time.perf_counter() - t0})
+            data.fills[filler] = _stack(filled, ("train_gains", "train_var"))
+            data.filler_quality[filler] = {k: stats.mean_ci([q[k] for q in quality]) for k in quality[0]}
+            log(f"  [{setting.name}] filler {filler}: " + ", ".join(f"{k} {v['mean']:.3g}" for k, v in data.filler_quality[filler].items()))
+    return data
+
+
+def fit_filler(filler: str, world: World, seed: int, args):
+    inter = world.observed_interactions()
+    if filler == "critic":
+        from verl_flexrec.critic import CriticConfig, train_critic
+
+        cfg = CriticConfig(seed=seed, epochs=args.critic_epochs, ensemble=args.critic_members)
+        return train_critic(inter, cfg, progress=False, num_threads=args.threads)
+    if filler == "user_knn":
+        from verl_flexrec.critic import UserKNNFiller
+
+        return UserKNNFiller().fit(inter)
+    raise ValueError(f"unknown filler {filler!r}")
+
+
+def filler_quality(errors: dict) -> dict:
+    """How the filler errs on the unobserved candidates of the training prompts: RMSE, mean bias,
+    the spread of the per-category bias (systematic error), and whether its predicted sd tracks
+    its error (Pearson correlation of sd with |error|)."""
+    err, cat = errors["error"], errors["category"]
+    cat_bias = np.array([err[cat == c].mean() for c in np.unique(cat)])
+    return {
+        "rmse": float(np.sqrt((err**2).mean())),
+        "bias": float(err.mean()),
+        "category_bias_sd": float(cat_bias.std()),
+        "corr_sd_abs_error": stats.pearson(errors["sd"], np.abs(err)),
     }
-    if method.uncertainty:
-        kwargs["uncertainty"] = rollout_uncertainty(var_ranked, gains_ranked).to(torch.float32)
-    adv, _ = estimator(token_rewards, mask, index, cfg, **kwargs)
-    return adv
 
 
-def evaluate(policy: PointerPolicy, test) -> dict[str, float]:
-    perm, _ = policy.sample(test.features, greedy=True)
-    ranked = torch.gather(test.gains, 1, perm)
-    return {k: float(v.mean()) for k, v in rank_metrics(ranked, 5).items()}
-
-
-def train_run(method: Method, seed: int, args, num_features: int, train, test, bar) -> dict:
-    """One policy trained with ``method`` for ``args.steps`` steps; the test curve."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed + 1000)
-    policy = PointerPolicy(num_features, d_model=args.d_model)
+# -- one arm, all seeds at once ----------------------------------------------------------------
+def train_arm(arm: Arm, setting: Setting, data: SeedData, seeds, args, bar) -> dict:
+    S, K, G = len(seeds), setting.K, setting.group
+    prompts = args.rollouts // G
+    B = prompts * G
+    world_cfg = replace(args.world, n_candidates=K)
+    policy = SeedBatchedPolicy(
+        seeds, world_cfg.num_features, world_cfg.num_context, world_cfg.n_prefix, world_cfg.id_base, d_model=args.d_model
+    )
     opt = torch.optim.Adam(policy.parameters(), lr=args.lr)
-    actor_cfg = ActorConfig(strategy="fsdp", rollout_n=args.group, ppo_mini_batch_size=args.prompts, ppo_micro_batch_size_per_gpu=args.prompts)
+    actor_cfg = ActorConfig(strategy="fsdp", rollout_n=G, ppo_mini_batch_size=prompts, ppo_micro_batch_size_per_gpu=prompts)
     loss_fn = core_algos.get_policy_loss_fn("vanilla")
-    index = np.repeat(np.arange(args.prompts), args.group).astype(str)
-    curve = {"step": [], "ndcg@5": [], "recall@5": []}
+    estimator = core_algos.get_adv_estimator_fn("flexrec")
+    algo_cfg = arm.algorithm_config()
+    uopts = UncertaintyOptions(normalize=arm.normalize or "batch")
+    pos = item_token_positions(policy.R, K)
+    L = len(pos)
+    index = np.repeat(np.arange(prompts), G).astype(str)
+    gen = torch.Generator().manual_seed(int(seeds[0]) * 7919 + 17)
+    train = dict(data.train)
+    if arm.filler != "oracle":
+        train.update(data.fills[arm.filler])
+    E = train["features"].shape[1]
+    sidx = torch.arange(S)[:, None]
+    curve = {"step": [], "ndcg@5": [], "recall@5": [], "valid_ratio": [], "train_ndcg": []}
+    window = {"valid": [], "ndcg": []}
+    corr_rows = [[] for _ in range(S)]  # (c, |error|, group) of valid training rollouts
 
-    def log(step):
-        m = evaluate(policy, test)
+    def evaluate(step):
+        t = data.test
+        ro = policy.sample(t["features"], t["context"], t["id_prefix"], t["id_suffix"], greedy=True)
+        m = _list_metrics(t["gains"].reshape(-1, K), ro.order, ro.valid)
         curve["step"].append(step)
-        curve["ndcg@5"].append(m["ndcg@5"])
-        curve["recall@5"].append(m["recall@5"])
+        for k in ("ndcg@5", "recall@5"):
+            curve[k].append(m[k].view(S, -1).mean(1).tolist())
+        curve["valid_ratio"].append([float(np.mean(v)) if v else float("nan") for v in zip(*window["valid"])] if window["valid"] else [float("nan")] * S)
+        curve["train_ndcg"].append([float(np.mean(v)) for v in zip(*window["ndcg"])] if window["ndcg"] else [float("nan")] * S)
+        window["valid"].clear()
+        window["ndcg"].clear()
 
-    log(0)
+    evaluate(0)
     for step in range(1, args.steps + 1):
-        ep = train.take(rng.choice(len(train), args.prompts, replace=False))
-        feats = ep.features.repeat_interleave(args.group, 0)
-        perm, old_logp = policy.sample(feats, generator=gen)
-        gains = torch.gather(ep.train_gains.repeat_interleave(args.group, 0), 1, perm)
-        var = torch.gather(ep.train_var.repeat_interleave(args.group, 0), 1, perm)
-        adv = advantages(method, gains, var, index)
-        mask = torch.ones_like(adv)
+        pick = torch.stack([torch.as_tensor(np.random.default_rng([s, 3, step]).choice(E, prompts, replace=False)) for s in seeds])
+        pick = pick.repeat_interleave(G, 1)  # (S, B): each prompt G times, grouped
+        batch = {k: v[sidx, pick] for k, v in train.items()}
+        ro = policy.sample(batch["features"], batch["context"], batch["id_prefix"], batch["id_suffix"], generator=gen)
+        valid = ro.valid
+        order = ro.order.clamp(min=0)
+        g_train = torch.gather(batch["train_gains"].reshape(S * B, K), 1, order)
+        g_true = torch.gather(batch["gains"].reshape(S * B, K), 1, order)
+        ndcg_train, ndcg_true = ndcg(g_train), ndcg(g_true)
+        bonus = torch.full_like(ndcg_train, REWARD.format_bonus)
+        seq = torch.where(valid, bonus + (ndcg_train if arm.seq_reward == "ndcg" else 0.0), torch.full_like(bonus, REWARD.invalid_penalty))
+        u = torch.where(valid, rollout_uncertainty(torch.gather(batch["train_var"].reshape(S * B, K), 1, order), g_train), 0.0)
+        items = None
+        if arm.item_mode is not None:
+            items = swap_item_rewards(g_train, arm.item_mode).to(torch.float32)
+            items = torch.where(valid[:, None], items, torch.full_like(items, float("nan")))
+        adv = torch.empty(S * B, L)
+        mask = torch.ones(B, L)
+        for s in range(S):
+            rows = slice(s * B, (s + 1) * B)
+            tlr = torch.zeros(B, L)
+            tlr[:, -1] = seq[rows].float()  # verl puts the sequence reward on the last response token
+            if items is None:
+                adv[rows], _ = estimator(tlr, mask, index, algo_cfg)  # == verl's GRPO
+            else:
+                kw = {"item_rewards": items[rows], "item_token_pos": pos.expand(B, L), "seq_reward": seq[rows].float()}
+                if arm.normalize is not None:
+                    kw["uncertainty"] = u[rows].float()
+                adv[rows], _ = estimator(tlr, mask, index, algo_cfg, **kw)
+            if arm.filler != "oracle" and step % args.corr_every == 0:
+                c = uncertainty_scale(u[rows], eps=uopts.eps, normalize=uopts.normalize, max_scale=uopts.max_scale, index=index)
+                err = (ndcg_train[rows] - ndcg_true[rows]).abs()
+                v = valid[rows]
+                corr_rows[s].append(np.stack([c[v].numpy(), err[v].numpy(), np.arange(B)[v.numpy()] // G + step * prompts], 1))
         for _ in range(args.ppo_epochs):
-            logp = policy.log_probs(feats, perm)
-            loss, _ = loss_fn(old_log_prob=old_logp, log_prob=logp, advantages=adv, response_mask=mask, loss_agg_mode="token-mean", config=actor_cfg)
+            logp = policy.log_probs(batch["features"], batch["context"], batch["id_prefix"], batch["id_suffix"], ro)
+            loss = sum(
+                loss_fn(
+                    old_log_prob=ro.log_probs[s * B : (s + 1) * B],
+                    log_prob=logp[s * B : (s + 1) * B],
+                    advantages=adv[s * B : (s + 1) * B],
+                    response_mask=mask,
+                    loss_agg_mode="token-mean",
+                    config=actor_cfg,
+                )[0]
+                for s in range(S)
+            )
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            policy.clip_grad_norm_per_seed_(args.grad_clip)
             opt.step()
+        window["valid"].append(valid.view(S, B).float().mean(1).tolist())
+        window["ndcg"].append(torch.where(valid, ndcg_true, 0.0).view(S, B).mean(1).tolist())
         if step % args.eval_every == 0 or step == args.steps:
-            log(step)
+            evaluate(step)
         bar.update(1)
-    return curve
+    out = {"step": curve["step"]}
+    for k in ("ndcg@5", "recall@5", "valid_ratio", "train_ndcg"):
+        out[k] = np.asarray(curve[k]).T.tolist()  # per seed
+    if arm.filler != "oracle":
+        out["c_error"] = _c_error_correlation(corr_rows)
+    return out
 
 
-def t_interval(x: np.ndarray, level: float = 0.95) -> np.ndarray:
-    """Half-width of the two-sided t confidence interval of the mean over axis 0."""
-    from scipy import stats
-
-    n = x.shape[0]
-    if n < 2:
-        return np.zeros(x.shape[1:])
-    return stats.t.ppf(0.5 + level / 2, n - 1) * x.std(0, ddof=1) / np.sqrt(n)
+def _list_metrics(gains: torch.Tensor, order: torch.Tensor, valid: torch.Tensor) -> dict:
+    """NDCG@5 / Recall@5 of each output on true gains; an invalid output scores 0."""
+    m = rank_metrics(torch.gather(gains, 1, order.clamp(min=0)), 5)
+    return {k: torch.where(valid, v, torch.zeros_like(v)) for k, v in m.items()}
 
 
-def summarise(runs: dict[str, list[dict]], baseline: str = "grpo") -> dict:
-    out = {}
-    steps = runs[baseline][0]["step"]
-    target = float(np.mean([r["ndcg@5"][-1] for r in runs[baseline]]))
-    for name, seeds in runs.items():
-        entry = {"step": steps}
-        for metric in ("ndcg@5", "recall@5"):
-            x = np.array([r[metric] for r in seeds])
-            entry[metric] = {"mean": x.mean(0).tolist(), "ci95": t_interval(x).tolist(), "per_seed": x.tolist()}
-        mean = np.array(entry["ndcg@5"]["mean"])
-        hit = np.flatnonzero(mean >= target - 1e-12)
-        entry["steps_to_reach_grpo_final"] = int(steps[hit[0]]) if len(hit) else None
-        final = np.array([r["ndcg@5"][-1] for r in seeds])
-        entry["final_ndcg@5"] = [float(final.mean()), float(t_interval(final[:, None])[0])]
-        rfinal = np.array([r["recall@5"][-1] for r in seeds])
-        entry["final_recall@5"] = [float(rfinal.mean()), float(t_interval(rfinal[:, None])[0])]
-        out[name] = entry
-    return {"grpo_final_ndcg@5": target, "methods": out}
+def _c_error_correlation(rows) -> dict:
+    """Per seed: Pearson correlation between the scale c and |filled NDCG - true NDCG| of the
+    training rollouts, over all of them and within prompt groups (both sides centred per group)."""
+    pooled, within = [], []
+    for r in rows:
+        a = np.concatenate(r) if r else np.zeros((0, 3))
+        pooled.append(stats.pearson(a[:, 0], a[:, 1]))
+        if len(a):
+            _, g = np.unique(a[:, 2], return_inverse=True)
+            cnt = np.bincount(g)
+            dc = a[:, 0] - (np.bincount(g, a[:, 0]) / cnt)[g]
+            de = a[:, 1] - (np.bincount(g, a[:, 1]) / cnt)[g]
+            within.append(stats.pearson(dc, de))
+        else:
+            within.append(float("nan"))
+    return {"pooled_per_seed": pooled, "within_group_per_seed": within}
 
 
-def run_setting(setting: str, methods, args, bar) -> dict:
-    sparse = setting == "sparse"
-    runs: dict[str, list[dict]] = {m.name: [] for m in methods}
-    for seed in range(args.seeds):
-        cfg = EnvConfig(n_users=args.users, n_items=args.items, n_candidates=args.candidates, density=args.density, seed=seed)
-        env = RankingEnv(cfg)
-        fillers = {m.filler for m in methods} if sparse else {"noisy"}
-        data = {}
-        for filler in sorted(fillers):
-            model = env.fit_filler(filler) if sparse else None
-            ep_rng = np.random.default_rng(seed + 7)  # same episodes for every filler
-            data[filler] = env.sample_episodes(args.train_prompts, sparse=sparse, filler=filler, rng=ep_rng, filler_model=model)
-        test = env.sample_episodes(args.test_prompts, rng=np.random.default_rng(seed + 99))
-        for m in methods:
-            runs[m.name].append(train_run(m, seed, args, env.num_features, data[m.filler if sparse else "noisy"], test, bar))
-    return summarise(runs)
-
-
-def print_table(setting: str, summary: dict) -> None:
-    print(f"\n[{setting}] test NDCG@5 / Recall@5 at the last step (mean ± 95% CI over seeds); "
-          f"GRPO final NDCG@5 = {summary['grpo_final_ndcg@5']:.4f}")
-    print(f"{'method':22s} {'NDCG@5':>18s} {'Recall@5':>18s} {'steps to GRPO final':>20s}")
-    for name, e in summary["methods"].items():
-        n, r = e["final_ndcg@5"], e["final_recall@5"]
-        s = e["steps_to_reach_grpo_final"]
-        print(f"{name:22s} {n[0]:>10.4f} ± {n[1]:.4f} {r[0]:>10.4f} ± {r[1]:.4f} {str(s) if s is not None else 'not reached':>20s}")
-
-
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    settings = list(results["settings"])
-    fig, axes = plt.subplots(2, len(settings), figsize=(6.5 * len(settings), 8), squeeze=False)
-    for col, setting in enumerate(settings):
-        for row, metric in enumerate(("ndcg@5", "recall@5")):
-            ax = axes[row, col]
-            for name, e in results["settings"][setting]["methods"].items():
-                x = np.array(e["step"])
-                m, ci = np.array(e[metric]["mean"]), np.array(e[metric]["ci95"])
-                ax.plot(x, m, label=name, lw=2 if name == "grpo" else 1.3, ls="--" if name == "grpo" else "-")
-                ax.fill_between(x, m - ci, m + ci, alpha=0.15)
-            ax.set_title(f"{setting}: test {metric.upper()} (mean ± 95% CI, {results['args']['seeds']} seeds)")
-            ax.set_xlabel("policy update step")
-            ax.set_ylabel(metric.upper())
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+# -- main ---------------------------------------------------------------------------------------
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="seconds-long run for CI (tiny sizes, 2 seeds)")
+    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list of {list(SETTINGS)}")
+    p.add_argument("--seeds", type=int, default=8)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--rollouts", type=int, default=128, help="rollouts per step per seed (prompts = rollouts / group)")
+    p.add_argument("--train-prompts", type=int, default=2000)
+    p.add_argument("--test-prompts", type=int, default=256)
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--ppo-epochs", type=int, default=1)
+    p.add_argument("--critic-epochs", type=int, default=40)
+    p.add_argument("--critic-members", type=int, default=5)
+    p.add_argument("--corr-every", type=int, default=5, help="record (c, |error|) every N steps (sparse)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--out", type=Path, default=RESULTS / "learning_dynamics.json")
+    p.add_argument("--report", type=Path, default=None, help="print the markdown tables of an existing results JSON and exit")
+    args = p.parse_args(argv)
+    args.world = WorldConfig()
+    if args.smoke:
+        args.seeds, args.steps, args.eval_every, args.rollouts = 2, 4, 2, 16
+        args.train_prompts, args.test_prompts, args.d_model = 64, 16, 16
+        args.critic_epochs, args.critic_members, args.corr_every = 2, 2, 1
+        args.world = WorldConfig(n_users=60, n_items=120, id_base=16, density=0.2)
+    names = [s.strip() for s in args.settings.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SETTINGS]
+    if unknown:
+        p.error(f"--settings: unknown {unknown}; choose from {list(SETTINGS)}")
+    if args.smoke:
+        # the smoke run keeps every setting but shrinks the sweeps' K
+        args.setting_list = [replace(SETTINGS[n], K=min(SETTINGS[n].K, 8 if n != "dense_K30" else 10)) for n in names]
+    else:
+        args.setting_list = [SETTINGS[n] for n in names]
+    if args.eval_every < 1 or args.steps < 2 * args.eval_every:
+        p.error("--steps must cover at least two evaluations (--eval-every)")
+    for s in args.setting_list:
+        if args.rollouts % s.group:
+            p.error(f"--rollouts {args.rollouts} is not a multiple of setting {s.name}'s group {s.group}")
+    return args
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--smoke", action="store_true", help="seconds-long run for CI")
-    p.add_argument("--settings", default="dense,sparse")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--eval-every", type=int, default=10)
-    p.add_argument("--prompts", type=int, default=16, help="prompts per step")
-    p.add_argument("--group", type=int, default=8, help="rollouts per prompt (GRPO group)")
-    p.add_argument("--candidates", type=int, default=30)
-    p.add_argument("--users", type=int, default=400)
-    p.add_argument("--items", type=int, default=800)
-    p.add_argument("--density", type=float, default=0.1)
-    p.add_argument("--train-prompts", type=int, default=2000)
-    p.add_argument("--test-prompts", type=int, default=256)
-    p.add_argument("--d-model", type=int, default=48)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--ppo-epochs", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these tiny ops)")
-    p.add_argument("--out", type=Path, default=RESULTS / "learning_dynamics.json")
-    args = p.parse_args(argv)
-    if args.smoke:
-        args.seeds, args.steps, args.eval_every, args.prompts, args.group = 2, 4, 2, 4, 4
-        args.candidates, args.users, args.items, args.train_prompts, args.test_prompts = 8, 60, 120, 64, 32
-        args.d_model, args.density = 16, 0.2
+    args = parse_args(argv)
+    if args.report is not None:
+        print(markdown_report(json.loads(args.report.read_text())))
+        return 0
     torch.set_num_threads(args.threads)
-    settings = {"dense": DENSE_METHODS, "sparse": SPARSE_METHODS}
-    chosen = [s.strip() for s in args.settings.split(",") if s.strip()]
-    for s in chosen:
-        if s not in settings:
-            p.error(f"--settings: unknown setting {s!r}; choose from {sorted(settings)}")
-    total = sum(len(settings[s]) for s in chosen) * args.seeds * args.steps
+    seeds = list(range(args.seeds))
     t0 = time.perf_counter()
-    results = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "settings": {}}
-    with tqdm(total=total, desc="learning dynamics", unit="step") as bar:
-        for s in chosen:
-            results["settings"][s] = run_setting(s, settings[s], args, bar)
-    results["methods"] = {s: [asdict(m) for m in settings[s]] for s in chosen}
+    results = {"settings": {}}
+    total = sum(len(s.arms) for s in args.setting_list) * args.steps
+    with tqdm(total=total, desc="learning dynamics", unit="step", dynamic_ncols=True) as bar:
+        for setting in args.setting_list:
+            data = build_data(setting, args, seeds, tqdm.write)
+            runs = {}
+            for arm in setting.arms:
+                bar.set_postfix_str(f"{setting.name}/{arm.name}")
+                runs[arm.name] = train_arm(arm, setting, data, seeds, args, bar)
+            results["settings"][setting.name] = summarise(setting, runs, seeds)
+            if data.filler_quality:
+                results["settings"][setting.name]["filler_quality"] = data.filler_quality
+            print_table(setting.name, results["settings"][setting.name])
     results["wall_s"] = time.perf_counter() - t0
+    args_out = {k: v for k, v in vars(args).items() if k not in ("out", "setting_list", "world")}
+    results["args"] = args_out | {"world": asdict(args.world)}
     results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads, "torch": torch.__version__}
-    for s in chosen:
-        print_table(s, results["settings"][s])
+    try:
+        results["machine"]["loadavg_end"] = list(os.getloadavg())
+    except OSError:
+        pass
     print(f"\nwall time {results['wall_s']:.1f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
+    args.out.write_text(dump_json(results))
     png = args.out.with_suffix(".png")
     plot(results, png)
-    print(f"wrote {args.out} and {png}")
+    print(f"wrote {_rel(args.out)} and {_rel(png)}")
     return 0
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
 
 
 if __name__ == "__main__":

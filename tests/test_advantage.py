@@ -59,27 +59,36 @@ def test_sequence_part_matches_verl_grpo(norm):
     torch.testing.assert_close(rec_r1.advantages, ref, atol=1e-6, rtol=0)
 
 
-def _reference_item_advantages(index, seq, items, eps=1e-6, pooled=False):
-    """Loop-by-loop definition (verl's conventions: <2 values -> mean 0, std 1, unbiased std)."""
+def _reference_item_advantages(index, seq, items, eps=1e-6, pooled=False, floor=0.0):
+    """Loop-by-loop definition (verl's conventions: <2 values -> mean 0, std 1, unbiased std);
+    ``floor``: per-position std at least ``floor`` x the RMS of the group's per-position stds."""
     bs, K = items.shape
     out = torch.full((bs, K), float("nan"), dtype=torch.float64)
     for uid in set(index.tolist()):
         rows = [i for i in range(bs) if index[i] == uid]
         cols = [list(range(K))] if pooled else [[k] for k in range(K)]
+        moments = []
         for ks in cols:
             vals = [(i, k, float(items[i, k])) for i in rows for k in ks if np.isfinite(float(items[i, k]))]
             xs = torch.tensor([v for *_, v in vals], dtype=torch.float64)
             mean, std = (torch.tensor(0.0), torch.tensor(1.0)) if len(xs) < 2 else (xs.mean(), xs.std())
+            moments.append((vals, mean, std, len(xs) >= 2))
+        stds = [float(std) for _, _, std, counted in moments if counted]
+        typical = float(np.sqrt(np.mean(np.square(stds)))) if stds else 0.0
+        for vals, mean, std, counted in moments:
+            std = max(float(std), floor * typical) if counted and not pooled else float(std)
             for i, k, v in vals:
                 out[i, k] = (v - mean) / (std + eps)
     return out
 
 
-@pytest.mark.parametrize("item_norm", ["position", "pooled"])
-def test_item_tokens_get_their_positions_group_normalised_reward(item_norm):
+@pytest.mark.parametrize("item_norm,floor", [("position", 0.0), ("position", 1.0), ("position", 0.3), ("pooled", 1.0)])
+def test_item_tokens_get_their_positions_group_normalised_reward(item_norm, floor):
     index, mask, seq, items, pos = _batch()
-    out = flexrec_advantages(mask, index, seq, items, pos, options=AdvantageOptions(item_norm=item_norm))
-    ref_items = _reference_item_advantages(index, seq, items, pooled=item_norm == "pooled")
+    items[:, -1] *= 1e-3  # a near-constant tail position, where the floor binds
+    opts = AdvantageOptions(item_norm=item_norm, item_std_floor=floor)
+    out = flexrec_advantages(mask, index, seq, items, pos, options=opts)
+    ref_items = _reference_item_advantages(index, seq, items, pooled=item_norm == "pooled", floor=floor)
     torch.testing.assert_close(out.item_advantage.double(), ref_items, atol=1e-5, rtol=0, equal_nan=True)
     seq_ref, _ = _grpo(seq, mask, index)
     for i in range(len(seq)):
@@ -92,6 +101,34 @@ def test_item_tokens_get_their_positions_group_normalised_reward(item_norm):
             else:
                 expected = float(seq_ref[i, t])
             assert abs(float(out.advantages[i, t]) - expected) < 1e-5, (i, t)
+
+
+def test_std_floor_keeps_small_tail_differences_small():
+    """Hand-computed: 3 rollouts, positions with spreads 0.1, 0.002 and 0 (causal's last position)."""
+    index = np.array(["a"] * 3, dtype=object)
+    items = torch.tensor([[0.30, 0.010, 0.0], [0.10, 0.012, 0.0], [0.20, 0.014, 0.0]], dtype=torch.float64)
+    pos = torch.tensor([[-1, 0, 0, 1, 1, 2, 2]]).expand(3, 7)
+    mask = torch.ones(3, 7)
+    typical = np.sqrt((0.1**2 + 0.002**2 + 0.0) / 3)  # RMS of the unbiased per-position stds = 0.0577
+    for rho in (1.0, 0.1):  # 0.1 = the default; both floors bind at position 1 (std 0.002)
+        opts = AdvantageOptions(item_std_floor=rho)
+        floored = flexrec_advantages(mask, index, torch.zeros(3), items, pos, options=opts).item_advantage.double()
+        t = 0.002 / (rho * typical + 1e-6)  # verl's eps is still added
+        expected = torch.tensor([[1.0, -t, 0.0], [-1.0, 0.0, 0.0], [0.0, t, 0.0]], dtype=torch.float64)
+        torch.testing.assert_close(floored, expected, atol=1e-5, rtol=1e-4)
+        assert floored[:, 1].abs().max() < 0.35  # not blown up to unit size
+    default = flexrec_advantages(mask, index, torch.zeros(3), items, pos).item_advantage.double()
+    assert default[2, 1] == pytest.approx(0.002 / (0.1 * typical + 1e-6), rel=1e-5)
+    old = flexrec_advantages(mask, index, torch.zeros(3), items, pos, options=AdvantageOptions(item_std_floor=0.0))
+    torch.testing.assert_close(old.item_advantage[:, 1].double(), torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64), atol=1e-3, rtol=0)
+    # the last position (identical rewards) gets 0 either way, on both of its tokens
+    assert (floored[:, 2] == 0).all() and (old.advantages[:, 5:] == 0).all()
+    with pytest.raises(ValueError, match="item_std_floor"):
+        AdvantageOptions(item_std_floor=-1.0)
+    # a batch whose lists are all empty (every output invalid): no item columns, sequence advantages only
+    empty = flexrec_advantages(mask, index, torch.tensor([1.0, 0.0, 0.5]), torch.zeros(3, 0), torch.full((3, 7), -1))
+    assert empty.item_advantage.shape == (3, 0) and torch.isfinite(empty.advantages).all()
+    torch.testing.assert_close(empty.advantages, empty.seq_advantage[:, None].expand(3, 7))
 
 
 def test_items_are_not_summed_away():

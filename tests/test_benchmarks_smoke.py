@@ -72,29 +72,53 @@ def test_cost_smoke_is_exact_complete_and_finite(smoke_runs):
     assert "1. swap rewards" in log and "targets (CPU min):" in log
 
 
-def test_learning_dynamics_smoke_has_every_method_and_sane_curves(smoke_runs):
+def _strings(x):
+    if isinstance(x, dict):
+        for k, v in x.items():
+            yield str(k)
+            yield from _strings(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _strings(v)
+    elif isinstance(x, str):
+        yield x
+
+
+def test_learning_dynamics_smoke_has_every_setting_arm_and_statistic(smoke_runs):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from learning_dynamics import SETTINGS
+
     res, log, out = smoke_runs["learning_dynamics"]
-    expected = {
-        "dense": {"grpo", "rank_grpo", "flexrec_causal", "flexrec_noncausal", "flexrec_independent"},
-        "sparse": {"grpo", "flexrec_unc", "flexrec_raw", "flexrec_user_knn", "flexrec_item_knn"},
-    }
-    assert set(res["settings"]) == set(expected)
+    assert set(res["settings"]) == set(SETTINGS)
     seeds = res["args"]["seeds"]
     assert seeds >= 2
-    for setting, names in expected.items():
-        summary = res["settings"][setting]
-        assert set(summary["methods"]) == names
-        for name, m in summary["methods"].items():
-            n = len(m["step"])
-            assert m["step"][0] == 0 and m["step"][-1] == res["args"]["steps"]
+    for name, setting in SETTINGS.items():
+        summary = res["settings"][name]
+        assert set(summary["arms"]) == {a.name for a in setting.arms}
+        base = summary["baseline"]
+        step0 = summary["arms"][base]["curves"]["ndcg@5"]
+        for arm, e in summary["arms"].items():
+            assert e["seeds"] == list(range(seeds))
+            n = len(e["step"])
+            assert e["step"][0] == 0 and e["step"][-1] == res["args"]["steps"] and n >= 3
             for metric in ("ndcg@5", "recall@5"):
-                per_seed = m[metric]["per_seed"]
-                assert len(per_seed) == seeds and all(len(c) == n for c in per_seed)
-                assert all(0.0 <= v <= 1.0 for c in per_seed for v in c), (setting, name, metric)
-                assert all(ci >= 0 for ci in m[metric]["ci95"])
-            # every method starts from the same seeded policy, so the step-0 evaluation agrees
-            assert m["ndcg@5"]["per_seed"][0][0] == summary["methods"]["grpo"]["ndcg@5"]["per_seed"][0][0]
-        assert summary["methods"]["grpo"]["steps_to_reach_grpo_final"] is not None
-    assert _finite(res["settings"])
+                curves = e["curves"][metric]
+                assert len(curves) == seeds and all(len(c) == n for c in curves)
+                assert all(0.0 <= v <= 1.0 for c in curves for v in c), (name, arm, metric)
+            # every arm of a seed starts from the same seeded policy: identical step-0 evaluations
+            assert [c[0] for c in e["curves"]["ndcg@5"]] == [c[0] for c in step0]
+            for stat in ("auc", "steps_to_threshold", "final_ndcg@5"):
+                assert {"mean", "ci95", "n"} <= set(e[stat]), (name, arm, stat)
+            assert len(e["auc"]["per_seed"]) == seeds and 0.0 <= e["collapse_rate"] <= 1.0
+            if arm != base:
+                assert {"auc", "final_ndcg@5", "steps_to_threshold"} == set(e[f"vs_{base}"])
+            filled = setting.sparse and summary["arm_configs"][arm]["filler"] != "oracle"
+            assert ("c_vs_abs_error" in e) == filled
+            if filled:
+                assert len(e["c_vs_abs_error"]["within_group"]["per_seed"]) == seeds
+        if setting.sparse:
+            assert {"critic", "user_knn"} <= set(summary["filler_quality"])
+    assert _finite(res) and res["wall_s"] > 0  # undefined values are null, never NaN
+    assert not [s for s in _strings(res) if s.startswith("/")], "results must hold no absolute paths"
     assert (out / "learning_dynamics.png").stat().st_size > 10_000
     assert "[dense]" in log and "[sparse]" in log

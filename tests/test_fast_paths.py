@@ -16,7 +16,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from verl_flexrec.advantage import _masked_group_stats, flexrec_advantages, group_normalize
+from verl_flexrec.advantage import _floored_position_std, _masked_group_stats, flexrec_advantages, group_normalize
 from verl_flexrec.config import AdvantageOptions, RewardOptions, UncertaintyOptions
 from verl_flexrec.integration.item_data import (
     ITEM_REWARDS_KEY,
@@ -60,6 +60,8 @@ def reference_advantages(response_mask, index, seq_reward, item_rewards=None, it
         else:
             cell, num_cells = gid[:, None] * K + torch.arange(K)[None, :], (int(gid.max()) + 1) * K
         mean, std = _masked_group_stats(r, have, cell, num_cells)
+        if opts.item_norm == "position" and opts.item_std_floor > 0 and K:  # the std floor (tested in test_advantage)
+            std = _floored_position_std(std, have, cell, num_cells, K, opts.item_std_floor)
         centred = r - mean[cell]
         item_adv = centred if opts.item_norm == "none" or not use_std else centred / (std[cell] + opts.eps)
         item_adv = torch.where(have, item_adv, torch.full_like(item_adv, float("nan")))
@@ -171,6 +173,7 @@ def advantage_batches(draw):
         item_norm=draw(st.sampled_from(["position", "pooled", "none"])),
         add_seq_adv_to_items=draw(st.booleans()),
         norm_by_std=draw(st.sampled_from([None, True, False])),
+        item_std_floor=draw(st.sampled_from([0.0, 0.1, 1.0])),
     )
     uopts = UncertaintyOptions(enable=draw(st.booleans()), normalize=draw(st.sampled_from(["batch", "group", "none"])))
     mask_dtype = draw(st.sampled_from([torch.float32, torch.int64, torch.bool, torch.float64]))

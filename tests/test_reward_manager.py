@@ -210,9 +210,11 @@ def test_outputs_survive_verl_plumbing_and_drive_the_estimator(tokenizer, manage
     valid_rows = [i for i, r in enumerate(rewards) if r]
     assert valid_rows == [0, 1, 2, 3, 4]
     grp = [0, 1, 2, 3]
+    # default std floor: a position's std is at least 0.1 x the RMS of the group's per-position stds
+    typical = torch.tensor([[rewards[i][k] for i in grp] for k in range(K)], dtype=torch.float64).std(1).pow(2).mean().sqrt()
     for k in range(K):
         vals = torch.tensor([rewards[i][k] for i in grp], dtype=torch.float64)
-        expected = (vals - vals.mean()) / (vals.std() + 1e-6)
+        expected = (vals - vals.mean()) / (torch.maximum(vals.std(), 0.1 * typical) + 1e-6)
         for j, i in enumerate(grp):
             first, end = item_token_spans(infos[i])[k]
             scale = float(ref.scale[i])

@@ -253,18 +253,21 @@ def _expected(truth, keys, norm_by_std=True, uncertainty=True, items=True):
         ideal = sum(g / math.log2(i + 2) for i, g in enumerate(sorted(GAINS, reverse=True)))
         u[key] = sum(v / math.log2(i + 2) ** 2 for i, v in enumerate(variances)) / ideal**2
 
-    def normalise(values):
+    def normalise(values, floor=0.0):
         t = torch.tensor(values, dtype=torch.float64)
         mean, std = t.mean(), t.std()
-        return (t - mean) / (std + 1e-6) if norm_by_std else t - mean
+        return (t - mean) / (max(std, floor) + 1e-6) if norm_by_std else t - mean
 
     seq_adv, item_adv = {}, {}
     for members in groups.values():
         for key, a in zip(members, normalise([seq[k] for k in members])):
             seq_adv[key] = float(a)
         valid = [k for k in members if item_r[k] is not None]
+        # the default std floor: 0.1 x the RMS of the group's per-position stds
+        stds = [float(torch.tensor([item_r[k][pos] for k in valid], dtype=torch.float64).std()) for pos in range(len(IDS))]
+        floor = 0.1 * math.sqrt(sum(x * x for x in stds) / len(stds)) if len(valid) >= 2 else 0.0
         for pos in range(len(IDS)):
-            for key, a in zip(valid, normalise([item_r[k][pos] for k in valid])):
+            for key, a in zip(valid, normalise([item_r[k][pos] for k in valid], floor)):
                 item_adv[(key, pos)] = float(a)
     real = [k for k in keys if k in truth]
     raw = {k: 1.0 / (u[k] + EPS_U) for k in real}

@@ -13,6 +13,15 @@ Groups follow verl's conventions: a statistic over fewer than two values uses me
 Rollouts without item rewards (invalid output) are left out of the item statistics and keep the
 sequence advantage on every token. ``item_norm="pooled"`` pools all (rollout, position) pairs of a
 group; ``"none"`` only centres per position.
+
+Per-position std floor (``item_std_floor`` = rho): a position with at least two values is divided
+by ``max(std_{G,k}, rho * sigma_G)``, sigma_G the root mean square of the group's per-position stds.
+Tail positions of a full-list NDCG move the reward very little (d_k - d_j is small), so dividing
+by their own tiny std (eps 1e-6) would blow differences of 1e-4 up to unit advantages, as large
+as the head's; with the floor they keep their size relative to the group's typical spread.
+The last position's causal reward is 0 in every rollout (no remaining alternative), so its id
+tokens get advantage 0: once the rest of the list is valid the last item is forced; a wrong id
+there makes the rollout invalid, and then every token gets the sequence advantage.
 """
 
 from __future__ import annotations
@@ -61,10 +70,23 @@ def _item_advantages(r: torch.Tensor, gid: torch.Tensor, opts: AdvantageOptions,
         cell = torch.add(torch.arange(K)[None, :], gid[:, None], alpha=K)  # gid * K + k
         num_cells = (int(gid.max()) + 1) * K
     mean, std = _masked_group_stats(r, have, cell, num_cells)
+    if opts.item_norm == "position" and use_std and opts.item_std_floor > 0 and K > 0:
+        std = _floored_position_std(std, have, cell, num_cells, K, opts.item_std_floor)
     cell = cell.reshape(-1)
     centred = r - mean.index_select(0, cell).view(bs, K)
     item_adv = centred if opts.item_norm == "none" or not use_std else centred / (std.index_select(0, cell).view(bs, K) + opts.eps)
     return torch.where(have, item_adv, float("nan"))
+
+
+def _floored_position_std(std, have, cell, num_cells: int, K: int, floor: float) -> torch.Tensor:
+    """``max(std_{G,k}, floor * sigma_G)`` for the (group, position) cells with at least two values,
+    sigma_G the root mean square of the group's stds over those cells; cells with fewer values keep
+    GRPO's std 1."""
+    n = torch.zeros(num_cells, dtype=torch.float64).index_add_(0, cell.reshape(-1), have.to(torch.float64).reshape(-1))
+    counted = n >= 2
+    w = counted.to(torch.float64).view(-1, K)
+    sigma = ((std.view(-1, K) ** 2 * w).sum(1) / w.sum(1).clamp(min=1)).sqrt().repeat_interleave(K)
+    return torch.where(counted, torch.maximum(std, floor * sigma), std)
 
 
 def _item_token_values(item_adv: torch.Tensor, seq_adv: torch.Tensor, add_seq: bool) -> torch.Tensor:

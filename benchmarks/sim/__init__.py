@@ -1,6 +1,7 @@
-"""Framework-free simulation for the learning-dynamics benchmark: environment and policy."""
+"""Framework-free simulation for the learning benchmark: world, token-level policy, statistics."""
 
-from .env import FILLERS, EnvConfig, Episodes, RankingEnv, rank_metrics
-from .policy import PointerPolicy
+from . import stats
+from .policy import Rollouts, SeedBatchedPolicy, item_token_positions
+from .world import NEEDS, Episodes, World, WorldConfig, rank_metrics
 
-__all__ = ["FILLERS", "EnvConfig", "Episodes", "PointerPolicy", "RankingEnv", "rank_metrics"]
+__all__ = ["NEEDS", "Episodes", "Rollouts", "SeedBatchedPolicy", "World", "WorldConfig", "item_token_positions", "rank_metrics", "stats"]

@@ -66,6 +66,7 @@ def test_the_patched_tree_is_the_verl_under_test():
 ADVANTAGE_FIELDS = {
     "mode": None,  # "rec_r1" is algorithm.adv_estimator=grpo upstream; only "flexrec" is compared
     "item_norm": "item_norm",
+    "item_std_floor": "item_std_floor",
     "norm_by_std": None,  # upstream follows algorithm.norm_adv_by_std_in_grpo (passed below)
     "eps": None,  # the estimator's `epsilon` argument (verl's GRPO epsilon), checked below
     "add_seq_adv_to_items": "add_seq_adv_to_items",
@@ -120,12 +121,15 @@ PLUGIN_CONFIGS = [
         {"normalize": "group", "min_scale": 0.25, "max_scale": 2.0},
         {"normalize": "none", "eps": 0.05, "max_scale": 40.0},
     )
+] + [
+    FlexRecConfig(advantage=AdvantageOptions(item_std_floor=floor), uncertainty=UncertaintyOptions(normalize="group"))
+    for floor in (0.0, 1.0)
 ]
 
 
 def _config_id(cfg: FlexRecConfig) -> str:
     u = cfg.uncertainty
-    return f"{cfg.advantage.item_norm}-seq{int(cfg.advantage.add_seq_adv_to_items)}-" + (
+    return f"{cfg.advantage.item_norm}-floor{cfg.advantage.item_std_floor:g}-seq{int(cfg.advantage.add_seq_adv_to_items)}-" + (
         f"u_{u.normalize}" if u.enable else "u_off"
     )
 

@@ -9,6 +9,9 @@ class FlexRecConfig(BaseConfig):
             - "position": per ranked position, across the group's rollouts (default)
             - "pooled": over all (rollout, position) pairs of the group
             - "none": centred per position, not divided by the std
+        item_std_floor (float): With "position", a position's std is at least this fraction of the
+            root mean square of the group's per-position stds, so positions whose rewards barely
+            vary are not blown up to unit advantages (0: plain per-position std); must be >= 0.
         add_seq_adv_to_items (bool): Item tokens get the item advantage plus the sequence advantage
             (default: the item advantage alone).
         use_uncertainty (bool): Scale each rollout's advantages by the inverse variance of its reward.
@@ -25,6 +28,7 @@ class FlexRecConfig(BaseConfig):
     """
 
     item_norm: str = "position"
+    item_std_floor: float = 0.1
     add_seq_adv_to_items: bool = False
     use_uncertainty: bool = True
     uncertainty_eps: float = 0.01
@@ -38,6 +42,8 @@ class FlexRecConfig(BaseConfig):
     def __post_init__(self):
         if self.item_norm not in ("position", "pooled", "none"):
             raise ValueError(f"algorithm.flexrec.item_norm must be position, pooled or none, got {self.item_norm!r}")
+        if not self.item_std_floor >= 0:
+            raise ValueError(f"algorithm.flexrec.item_std_floor must be >= 0, got {self.item_std_floor}")
         if self.uncertainty_normalize not in ("batch", "group", "none"):
             raise ValueError(
                 "algorithm.flexrec.uncertainty_normalize must be batch, group or none, "

@@ -70,7 +70,19 @@ def _flexrec_item_advantages(
         cell, num_cells = gid[:, None] * K + torch.arange(K, device=gid.device)[None, :], num_groups * K
     mean, std = _flexrec_group_mean_std(item_rewards, have, cell, num_cells)
     centred = item_rewards - mean[cell]
-    item_adv = centred if cfg.item_norm == "none" or not norm_by_std else centred / (std[cell] + epsilon)
+    if cfg.item_norm == "none" or not norm_by_std:
+        item_adv = centred
+    else:
+        if cfg.item_norm == "position" and cfg.item_std_floor > 0 and K > 0:
+            # floor each position's std at item_std_floor x the RMS of its group's per-position stds
+            # (cells with at least two values), so near-constant positions are not blown up
+            n = torch.zeros(num_cells, dtype=torch.float64, device=std.device)
+            n = n.index_add_(0, cell.reshape(-1), have.to(torch.float64).reshape(-1))
+            counted = n >= 2
+            w = counted.to(torch.float64).view(-1, K)
+            sigma = ((std.view(-1, K) ** 2 * w).sum(1) / w.sum(1).clamp(min=1)).sqrt().repeat_interleave(K)
+            std = torch.where(counted, torch.maximum(std, cfg.item_std_floor * sigma), std)
+        item_adv = centred / (std[cell] + epsilon)
     return torch.where(have, item_adv, torch.full_like(item_adv, float("nan")))
 
 
@@ -150,11 +162,15 @@ def compute_flexrec_outcome_advantage(
     For rollout i of prompt group G (rollouts sharing ``index``) and response token t:
 
         A^seq_i    = (R_i - mean_G R) / (std_G R + epsilon)                                 (GRPO)
-        A^item_i,k = (r_i,k - mean_{i' in G} r_i',k) / (std_{i' in G} r_i',k + epsilon)     (item_norm="position")
+        A^item_i,k = (r_i,k - mean_{i' in G} r_i',k) / (s_G,k + epsilon)                   (item_norm="position")
+        s_G,k      = max(std_{i' in G} r_i',k, item_std_floor * sqrt(mean_k' std_{i' in G} r_i',k'^2))
         A_i,t      = c_i * (A^item_i,k  if token t spells the item ranked at k, else A^seq_i)
         c_i        = clip(normalize(1 / (u_i + uncertainty_eps)), min_scale, max_scale)
 
-    Statistics follow GRPO: unbiased std, mean 0 and std 1 for fewer than two values, and
+    The floor keeps positions whose rewards barely vary (the tail of a full-list NDCG) from being
+    blown up to unit advantages; ``item_std_floor=0`` gives plain per-position normalisation.
+    Statistics follow GRPO: unbiased std, mean 0 and std 1 for fewer than two values (such cells
+    and positions are left out of the floor), and
     ``norm_adv_by_std_in_grpo=False`` only centres (Dr.GRPO). Rollouts without item rewards (an
     invalid response) are left out of the item statistics and keep A^seq_i on every token.
     ``item_norm="pooled"`` pools all (rollout, position) pairs of a group, ``"none"`` only centres

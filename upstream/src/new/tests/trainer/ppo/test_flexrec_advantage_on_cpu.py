@@ -53,6 +53,7 @@ def _reference(
     batch,
     *,
     item_norm="position",
+    floor=0.1,
     add_seq=False,
     norm_by_std=True,
     use_u=True,
@@ -67,8 +68,10 @@ def _reference(
     for i, row in enumerate(rows):
         groups[row["uid"]].append(i)
 
-    def normalised(value, values):
+    def normalised(value, values, std_floor=0.0):
         mean, std = _stats(values)
+        if len(values) >= 2:
+            std = max(std, std_floor)
         return (value - mean) / (std + EPS) if norm_by_std else value - mean
 
     seq = [normalised(row["score"], [rows[j]["score"] for j in groups[row["uid"]]]) for row in rows]
@@ -83,7 +86,11 @@ def _reference(
             if item_norm == "none":
                 items.append([r - _stats(column(k))[0] for k, r in enumerate(row["items"])])
             else:
-                items.append([normalised(r, column(k)) for k, r in enumerate(row["items"])])
+                # the floor: item_std_floor x the RMS of the group's stds over positions with >= 2 values
+                width = max(len(p) for p in peers)
+                stds = [_stats(column(k))[1] for k in range(width) if len(column(k)) >= 2]
+                typical = math.sqrt(statistics.fmean([x * x for x in stds])) if stds else 0.0
+                items.append([normalised(r, column(k), floor * typical) for k, r in enumerate(row["items"])])
 
     scale = [1.0] * len(rows)
     if use_u and batch.get("u") is not None:
@@ -259,6 +266,26 @@ def test_add_seq_adv_to_items():
     torch.testing.assert_close(added[:, 2:], plain[:, 2:])
 
 
+def test_std_floor_by_hand():
+    # position 0 rewards (3, 1): std sqrt(2); position 1 rewards (0.01, 0.03): std 0.01 * sqrt(2)
+    rewards, mask, index, (item_rewards, pos) = _two_rollouts(
+        [[3.0, 0.01], [1.0, 0.03]], [[(0, 1), (1, 2)], [(0, 1), (1, 2)]]
+    )
+    run = (
+        lambda **kw: compute_flexrec_outcome_advantage(  # noqa: E731
+            rewards, mask, index, config=_config(**kw), item_rewards=item_rewards, item_token_pos=pos
+        )[0][:, :2]
+    )
+    s0, s1 = math.sqrt(2.0), 0.01 * math.sqrt(2.0)
+    typical = math.sqrt((s0**2 + s1**2) / 2)
+    for floor in (0.1, 1.0):  # the floor binds at position 1 only
+        a0, a1 = 1.0 / (s0 + EPS), 0.01 / (floor * typical + EPS)
+        torch.testing.assert_close(run(item_std_floor=floor), torch.tensor([[a0, -a1], [-a0, a1]]))
+    assert run()[0, 1] == run(item_std_floor=0.1)[0, 1]  # 0.1 is the default
+    a1 = 0.01 / (s1 + EPS)  # no floor: a spread of 0.02 becomes a unit advantage
+    torch.testing.assert_close(run(item_std_floor=0.0)[:, 1], torch.tensor([-a1, a1]))
+
+
 def test_invalid_rollout_keeps_sequence_advantage_and_leaves_item_statistics():
     # rollout 2 is invalid (no items); position statistics use rollouts 0 and 1 only
     length = 4
@@ -364,6 +391,8 @@ CONFIGS = [
     dict(item_norm="pooled", normalize="group"),
     dict(item_norm="position", normalize="none", lo=0.2, hi=50.0),
     dict(item_norm="position", use_u=False),
+    dict(item_norm="position", floor=0.0),
+    dict(item_norm="position", floor=1.0, normalize="group"),
 ]
 
 
@@ -372,6 +401,7 @@ CONFIGS = [
 def test_random_batches_match_the_reference(options, ties):
     names = {
         "item_norm": "item_norm",
+        "floor": "item_std_floor",
         "add_seq": "add_seq_adv_to_items",
         "use_u": "use_uncertainty",
         "normalize": "uncertainty_normalize",
@@ -481,8 +511,9 @@ def test_bad_config_is_refused(bad, match):
 
 def test_config_dataclass_defaults():
     cfg = FlexRecConfig()
-    assert (cfg.item_norm, cfg.uncertainty_normalize, cfg.item_rewards_key) == (
+    assert (cfg.item_norm, cfg.item_std_floor, cfg.uncertainty_normalize, cfg.item_rewards_key) == (
         "position",
+        0.1,
         "batch",
         "flexrec_item_rewards",
     )
