@@ -16,7 +16,7 @@ Compared, with ``torch.equal`` on every token:
 * no item data: both equal verl's GRPO.
 
 Random batches hold invalid rollouts (no items), ragged lists, spans that overlap or run past the
-response or the list, single-rollout groups, tied and near-tied item rewards, and uncertainty
+row's own response, single-rollout groups, tied and near-tied item rewards, and uncertainty
 zero, positive and absent; every item_norm, uncertainty normalisation, add_seq and std setting.
 
 Options are translated field by field from the plugin's dataclasses, so a plugin option the
@@ -49,7 +49,8 @@ from verl.trainer.ppo.v1.utils import compute_advantage_for_multi_trajectories  
 from verl_flexrec.advantage import flexrec_advantages  # noqa: E402
 from verl_flexrec.config import AdvantageOptions, FlexRecConfig, UncertaintyOptions  # noqa: E402
 from verl_flexrec.integration import handoff  # noqa: E402
-from verl_flexrec.integration.estimator import collate_flexrec_inputs, compute_flexrec_advantage  # noqa: E402
+from verl_flexrec.integration.estimator import compute_flexrec_advantage  # noqa: E402
+from verl_flexrec.integration.item_data import encode_item_data  # noqa: E402
 
 UPSTREAM = core_algos.compute_flexrec_outcome_advantage
 LENGTH = 14
@@ -145,9 +146,10 @@ def _reward_extra_info(rng: random.Random, ties: str, with_u: bool, length: int)
     else:
         draw = lambda: rng.gauss(0.0, 0.3)  # noqa: E731
     spans = []
-    for _ in range(n_items + (rng.random() < 0.2)):  # sometimes one span more than ranked items
-        first = rng.randint(-2, length + 1)
-        spans.append([first, first + rng.randint(0, 3)])
+    for _ in range(n_items):  # inside the padded response; they may overlap and pass the row's own length
+        first = rng.randint(0, LENGTH - 1)
+        spans.append([first, min(first + rng.randint(0, 3), LENGTH)])
+    rewards = [draw() for _ in range(n_items)]
     score = (0.1 + rng.random()) if n_items else -2.0
     info = {
         "flexrec_valid": float(n_items > 0),
@@ -155,8 +157,10 @@ def _reward_extra_info(rng: random.Random, ties: str, with_u: bool, length: int)
         "flexrec_seq_reward": score,
         "flexrec_ndcg": rng.random(),
         "flexrec_uncertainty": rng.choice([0.0, 0.0, 0.003, 0.04, 0.5]) if with_u else 0.0,
-        "flexrec_item_rewards": json.dumps([draw() for _ in range(n_items)]),
-        "flexrec_item_token_spans": json.dumps(spans if n_items else []),
+        # the same numbers twice: the plugin's fixed-width binary form and the upstream port's JSON lists
+        **encode_item_data(rewards, spans),
+        "flexrec_item_rewards": json.dumps(rewards),
+        "flexrec_item_token_spans": json.dumps(spans),
     }
     return info, score, rng.randint(1, length)
 
@@ -179,6 +183,19 @@ def _random_batch(rng: random.Random):
     return np.array(uids, dtype=object), infos, rewards, mask
 
 
+def _dense_item_inputs(infos) -> tuple[torch.Tensor, torch.Tensor]:
+    """``item_rewards`` (bs, K) float32, NaN-padded, and ``item_token_pos`` (bs, LENGTH), -1 off items
+    (a later span wins where two overlap), written out from each rollout's JSON lists."""
+    rewards = [json.loads(info["flexrec_item_rewards"]) for info in infos]
+    item_rewards = torch.full((len(infos), max(map(len, rewards), default=0)), float("nan"))
+    item_token_pos = torch.full((len(infos), LENGTH), -1, dtype=torch.long)
+    for i, info in enumerate(infos):
+        item_rewards[i, : len(rewards[i])] = torch.tensor(rewards[i], dtype=torch.float32)
+        for k, (first, end) in enumerate(json.loads(info["flexrec_item_token_spans"])):
+            item_token_pos[i, first:end] = k
+    return item_rewards, item_token_pos
+
+
 def _object_column(values) -> np.ndarray:
     column = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):
@@ -194,9 +211,9 @@ def test_keyword_tensors_identical(cfg, norm_by_std):
     rng = random.Random(f"{_config_id(cfg)}-{norm_by_std}")
     for _ in range(12):
         index, infos, rewards, mask = _random_batch(rng)
-        inputs = collate_flexrec_inputs(infos, LENGTH)
-        uncertainty = inputs["uncertainty"] if rng.random() < 0.8 else None
-        kwargs = dict(item_rewards=inputs["item_rewards"], item_token_pos=inputs["item_token_pos"], uncertainty=uncertainty)
+        item_rewards, item_token_pos = _dense_item_inputs(infos)
+        uncertainty = torch.tensor([info["flexrec_uncertainty"] for info in infos]) if rng.random() < 0.8 else None
+        kwargs = dict(item_rewards=item_rewards, item_token_pos=item_token_pos, uncertainty=uncertainty)
 
         theirs, theirs_returns = UPSTREAM(rewards, mask, index, config=upstream_config, **kwargs)
         ours, _ = compute_flexrec_advantage(rewards, mask, index, config=plugin_config, **kwargs)
