@@ -27,7 +27,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep.common import check_no_leakage, row_record
+from verl_flexrec.data.leakage import check_no_leakage, row_record
 
 REPO = Path(__file__).resolve().parents[1]
 K = 10  # the quickstart's default: every ML-100k user (>= 20 ratings) gets a test row
