@@ -23,6 +23,8 @@ import time
 
 import psutil
 
+from ..atomic import write_text_atomic
+
 
 def tree_rss(root: psutil.Process) -> tuple[int, int]:
     """(sum of RSS, largest RSS) in bytes over ``root`` and its descendants still alive."""
@@ -92,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=1)
     print(text, file=sys.stderr)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+        write_text_atomic(args.out, text + "\n")
     return report["returncode"]
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_path, write_text_atomic
 from .data import Interactions
 
 __all__ = ["coverage_curve", "evaluate_filler", "gaussian_metrics", "plot_reliability", "write_report"]
@@ -156,14 +156,11 @@ def plot_reliability(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -179,11 +176,5 @@ def write_report(report: dict, out_dir: str | Path, *, title: str = "") -> dict[
     png = plot_reliability(curves, out_dir / "reliability.png", title=title)
     clean = {k: v for k, v in report.items() if not k.startswith("_")}
     js = out_dir / "metrics.json"
-    tmp = js.with_name(f".{js.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(clean, indent=2, sort_keys=False))
-        os.replace(tmp, js)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_text_atomic(js, json.dumps(clean, indent=2, sort_keys=False))
     return {"metrics": str(js), "plot": str(png)}
