@@ -1,8 +1,8 @@
 """Data preparation: official raw releases -> verl parquet (``train.parquet``, ``test.parquet``,
 ``interactions.parquet``, ``prep_info.json``).
 
-Command line (``python -m verl_flexrec.data --help``; in a clone ``python data_prep/<dataset>.py``
-is the same)::
+Command line (``python -m verl_flexrec.data --help``; the clone's ``data_prep`` scripts are the
+same)::
 
     python -m verl_flexrec.data movielens --raw-dir RAW --out-dir OUT [--download] ...
     python -m verl_flexrec.data kuairec   --raw-dir RAW --out-dir OUT ...

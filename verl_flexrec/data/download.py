@@ -178,6 +178,7 @@ def download(url: str, dest: Path, *, checksum: str | None = None, progress: boo
                 ) from None
             log(f"note: download interrupted ({e}); resuming")
 
+    # DEST.part is the atomic writer's temporary here, kept (not deleted) on failure so a rerun resumes
     if expected:
         ok, got = _verify(part, expected)
         if not ok:

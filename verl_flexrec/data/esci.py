@@ -24,7 +24,7 @@ seed (5,000 / 1,000 by default, as in the FlexRec setup). The leakage check: no 
 query text (case- and space-normalised) in both splits; train queries whose text is also a test
 query are dropped before sampling.
 
-Usage (in a clone, ``python data_prep/esci.py`` takes the same flags)::
+Usage (the clone's ``data_prep`` scripts take the same flags)::
 
     python -m verl_flexrec.data esci --raw-dir data/raw --out-dir data/esci --seed 0
     python -m verl_flexrec.data esci --raw-dir data/raw --out-dir data/esci_es --locale es --version large

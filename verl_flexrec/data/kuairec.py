@@ -40,7 +40,7 @@ interest`` (capped watch ratio), ``observed``, ``categories`` and ``timestamp``.
 unobserved pair's interest is written as 0.0 (hidden, so the critic never sees it); dense runs
 mark everything observed. prep_info.json records its row count (``rows.interactions``).
 
-Usage (in a clone, ``python data_prep/kuairec.py`` takes the same flags)::
+Usage (the clone's ``data_prep`` scripts take the same flags)::
 
     python -m verl_flexrec.data kuairec --raw-dir data/raw --out-dir data/kuairec/interest --seed 0
     # train on Maximizing Interest, test on unseen needs

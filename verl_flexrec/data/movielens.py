@@ -55,7 +55,7 @@ star rating), ``observed``, ``categories`` (genres) and ``timestamp``. With ``--
 is written as 0.0 (hidden, so the critic never sees it); dense runs mark everything observed.
 prep_info.json records its row count (``rows.interactions``).
 
-Usage (in a clone, ``python data_prep/movielens.py`` takes the same flags)::
+Usage (the clone's ``data_prep`` scripts take the same flags)::
 
     # single need, dense (Table 1 setting)
     python -m verl_flexrec.data movielens --raw-dir data/raw --out-dir data/ml-1m/interest --seed 0
