@@ -143,6 +143,8 @@ def data_step(args, raw: tuple[str, str]) -> Step:
             argv += ["--test-size", args.limit_users, "--train-size", args.limit_users]
         argv = [str(a) for a in argv]
         code = run_main(movielens.main, argv)  # its errors go to stderr as one line
+        if code == 130:  # Ctrl-C inside data prep: the quickstart's own interrupt message
+            raise KeyboardInterrupt
         if code != 0:
             raise QuickstartError(f"data preparation failed (exit {code}): "
                                   f"python -m verl_flexrec.data movielens {' '.join(argv)}")
