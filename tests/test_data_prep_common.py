@@ -1,4 +1,5 @@
-"""Unit tests of data_prep/common.py: validated reading, the leakage check, masks, atomic writes."""
+"""Unit tests of verl_flexrec.data's building blocks: validated reading, the leakage check, masks,
+atomic writes."""
 
 from __future__ import annotations
 
@@ -9,18 +10,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep.common import (  # noqa: E402
-    AtomicOutputs,
-    Column,
-    DataPrepError,
-    Interactions,
-    LeakageError,
-    LeakRecord,
-    check_no_leakage,
-    observed_mask,
-    read_csv_checked,
-    recent_history,
-)
+from verl_flexrec.atomic import AtomicFiles  # noqa: E402
+from verl_flexrec.data.candidates import recent_history  # noqa: E402
+from verl_flexrec.data.events import EventLog  # noqa: E402
+from verl_flexrec.data.io import Column, DataPrepError, read_csv_checked  # noqa: E402
+from verl_flexrec.data.leakage import LeakageError, LeakRecord, check_no_leakage  # noqa: E402
+from verl_flexrec.data.seeded import observed_mask  # noqa: E402
 
 COLS = [Column("user_id", "int"), Column("score", "float"), Column("when", "float", missing="drop")]
 
@@ -103,7 +98,7 @@ def test_observed_mask_is_a_stable_per_pair_coin():
 
 
 def test_recent_history_is_distinct_most_recent_and_strictly_before():
-    inter = Interactions([1] * 6, [5, 6, 5, 7, 8, 9], [1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6])
+    inter = EventLog([1] * 6, [5, 6, 5, 7, 8, 9], [1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6])
     items, ts, interest, n_distinct = recent_history(inter, 1, before=5.0, length=2)
     assert items.tolist() == [5, 7] and ts.tolist() == [3, 4] and interest.tolist() == [3, 4]
     assert n_distinct == 3
@@ -112,19 +107,19 @@ def test_recent_history_is_distinct_most_recent_and_strictly_before():
 def test_atomic_outputs_leave_nothing_on_failure(tmp_path):
     (tmp_path / "train.parquet").write_text("old")
     with pytest.raises(RuntimeError):
-        with AtomicOutputs(tmp_path) as out:
-            out.temp_path("train.parquet").write_text("new")
+        with AtomicFiles(tmp_path) as out:
+            out.path("train.parquet").write_text("new")
             raise RuntimeError("boom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.parquet"]
     assert (tmp_path / "train.parquet").read_text() == "old"
-    with AtomicOutputs(tmp_path) as out:
-        out.temp_path("train.parquet").write_text("new")
+    with AtomicFiles(tmp_path) as out:
+        out.path("train.parquet").write_text("new")
     assert (tmp_path / "train.parquet").read_text() == "new" and len(list(tmp_path.iterdir())) == 1
 
 
 def test_needs_all_is_the_builtins_plus_this_runs_yaml_only(tmp_path):
     """A need registered earlier in the same process (another run's YAML) must not leak into 'all'."""
-    from data_prep.common import resolve_needs
+    from verl_flexrec.data.targets import resolve_needs
     from verl_flexrec.needs import BUILTIN_NEEDS, Need, register_need
 
     register_need(Need(name="zz_leaked_need", title="t", instruction="i", base="interest", weights={}))

@@ -14,9 +14,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep import movielens  # noqa: E402
-from data_prep.common import DataPrepError, run_main  # noqa: E402
-from data_prep.download import download, extract_zip, zenodo_checksum  # noqa: E402
+from verl_flexrec.data import movielens  # noqa: E402
+from verl_flexrec.data.download import download, extract_zip, zenodo_checksum  # noqa: E402
+from verl_flexrec.data.io import DataPrepError, run_main  # noqa: E402
 from fixtures_raw import read_rows, write_movielens  # noqa: E402
 
 PAYLOAD = bytes(range(256)) * 12_000  # ~3 MB, several read chunks

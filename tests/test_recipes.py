@@ -32,10 +32,11 @@ from verl.utils.config import omega_conf_to_dataclass, validate_config
 
 import verl_flexrec.register  # noqa: F401
 from verl_flexrec.config import FlexRecConfig
+from verl_flexrec.recipes import config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "flexrec"
-CONFIG_DIR = RECIPE / "config"
+CONFIG_DIR = config_dir()  # the recipes ship inside the package
 YAMLS = sorted(p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*.yaml"))
 PRIMARY = [p for p in YAMLS if "ppo_trainer" in (yaml.safe_load((CONFIG_DIR / p).read_text()) or {}).get("defaults", [])]
 BASELINES = sorted(p.stem for p in (CONFIG_DIR / "baseline").glob("*.yaml"))
@@ -180,9 +181,8 @@ def _check_command(argv):
 
         build_parser().parse_args(argv[3:])
         return None
-    script = Path(argv[1])
-    assert script.parent == ROOT / "data_prep" and script.exists(), argv
-    importlib.import_module(f"data_prep.{script.stem}").build_parser().parse_args(argv[2:])
+    assert argv[1:3] == ["-m", "verl_flexrec.data"], argv
+    importlib.import_module(f"verl_flexrec.data.{argv[3]}").build_parser().parse_args(argv[4:])
     return None
 
 

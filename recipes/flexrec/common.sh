@@ -3,7 +3,7 @@
 #
 #   DATA_DIR   prepared parquet go to $DATA_DIR/<dataset>/<setting>   (default: <repo>/data)
 #   RAW_DIR    official raw files (downloaded here unless DOWNLOAD=0)  (default: $DATA_DIR/raw)
-#   DOWNLOAD   1 = let the data_prep scripts fetch the official release (default: 1)
+#   DOWNLOAD   1 = let data preparation fetch the official release (default: 1)
 #   MODEL_PATH HF id or local directory of the policy  (default: Qwen/Qwen2.5-3B-Instruct)
 #   N_GPUS     GPUs per node (default: 4, the paper's 4 x A100); NNODES (default: 1)
 #   BASELINE   none (FlexRec) | rec_r1 | rank_grpo | no_uncertainty   (default: none)
@@ -17,7 +17,6 @@
 set -euo pipefail
 
 FLEXREC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-CONFIG_DIR="$FLEXREC_ROOT/recipes/flexrec/config"
 DATA_DIR=${DATA_DIR:-$FLEXREC_ROOT/data}
 RAW_DIR=${RAW_DIR:-$DATA_DIR/raw}
 DOWNLOAD=${DOWNLOAD:-1}
@@ -31,6 +30,13 @@ DRY_RUN=${DRY_RUN:-0}
 
 die() { echo "[flexrec] error: $*" >&2; exit 2; }
 
+# The Hydra recipes ship inside the package: the clone's copy next to these scripts, else the
+# installed one (`python -m verl_flexrec recipes-path`, for scripts copied out of the clone).
+CONFIG_DIR="$FLEXREC_ROOT/verl_flexrec/recipes/config"
+if [[ ! -d $CONFIG_DIR ]]; then
+  CONFIG_DIR=$("$PYTHON" -m verl_flexrec recipes-path) || die "verl_flexrec is not installed for $PYTHON"
+fi
+
 # run CMD...: execute, or print it (shell-quoted, one line) under DRY_RUN=1
 run() {
   if [[ $DRY_RUN == 1 ]]; then
@@ -42,14 +48,14 @@ run() {
   fi
 }
 
-# prepare_data DATASET OUT_DIR [data_prep flags...]: raw release -> verl parquet (skipped if present)
+# prepare_data DATASET OUT_DIR [data-prep flags...]: raw release -> verl parquet (skipped if present)
 prepare_data() {
-  local dataset=$1 out=$2 script
+  local dataset=$1 out=$2 command
   shift 2
   case $dataset in
-    kuairec) script=kuairec.py ;;
-    ml-1m) script=movielens.py ;;
-    esci) script=esci.py ;;
+    kuairec) command=kuairec ;;
+    ml-1m) command=movielens ;;
+    esci) command=esci ;;
     *) die "unknown dataset '$dataset' (kuairec, ml-1m, esci)" ;;
   esac
   if [[ $DRY_RUN != 1 && -f $out/train.parquet && -f $out/test.parquet ]]; then
@@ -58,7 +64,7 @@ prepare_data() {
   fi
   local download=()
   [[ $DOWNLOAD == 1 ]] && download=(--download)
-  run "$PYTHON" "$FLEXREC_ROOT/data_prep/$script" --raw-dir "$RAW_DIR" --out-dir "$out" "${download[@]}" "$@"
+  run "$PYTHON" -m verl_flexrec.data "$command" --raw-dir "$RAW_DIR" --out-dir "$out" "${download[@]}" "$@"
 }
 
 # train EXPERIMENT TRAIN_FILES VAL_FILES [hydra overrides...]: verl's PPO trainer with FlexRec

@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 
+from ..atomic import write_text_atomic
+
 DUMP_TRAINER_MODE = "flexrec_sync_dump"
 FLEXREC_TRAINER_MODULE = "verl_flexrec.integration.trainer"
 
@@ -91,8 +93,8 @@ def build_dump_trainer():
             if out_dir:
                 path = os.path.join(out_dir, "advantages")
                 os.makedirs(path, exist_ok=True)
-                with open(os.path.join(path, f"{self.global_steps}.jsonl"), "w") as f:
-                    f.writelines(json.dumps(row) + "\n" for row in rows)
+                write_text_atomic(os.path.join(path, f"{self.global_steps}.jsonl"),
+                                  "".join(json.dumps(row) + "\n" for row in rows))
             return batch
 
     return FlexRecTrainerSyncDump

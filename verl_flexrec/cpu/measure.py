@@ -23,6 +23,7 @@ import time
 
 import psutil
 
+from ..atomic import write_text_atomic
 from ..paths import portable_paths_in
 
 
@@ -96,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         # the file holds the command's paths relative to its own folder, none absolute
         folder = os.path.dirname(os.path.abspath(args.out))
         saved = portable_paths_in(report, folder, [c for c in cmd if os.path.exists(c)])
-        with open(args.out, "w") as f:
-            f.write(json.dumps(saved, indent=1) + "\n")
+        write_text_atomic(args.out, json.dumps(saved, indent=1) + "\n")
     return report["returncode"]
 
 

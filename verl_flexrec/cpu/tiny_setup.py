@@ -2,56 +2,52 @@
 
 ``python -m verl_flexrec.cpu.tiny_setup --workdir DIR [--dataset ml-1m|kuairec]`` writes
 
-* ``DIR/raw/``: a small synthetic dataset in the official raw format (``tests/fixtures_raw.py``);
-* ``DIR/data/{train,test}.parquet``: the repository's data-prep script run on it (10 candidates,
-  5 history items), i.e. the same verl parquet a real run uses; or, with ``--train-file`` /
-  ``--val-file``, seeded subsets of parquet you prepared (the quickstart passes ML-100k);
+* ``DIR/raw/``: a small synthetic dataset in the official raw format (:mod:`verl_flexrec.data.fixtures`);
+* ``DIR/data/{train,test}.parquet``: data preparation run on it (:mod:`verl_flexrec.data`, 10
+  candidates, 5 history items), i.e. the same verl parquet a real run uses; or, with
+  ``--train-file`` / ``--val-file``, seeded subsets of parquet you prepared (the quickstart passes
+  ML-100k);
 * ``DIR/model/``: the tiny byte-level BPE tokenizer and a random-init 2-layer Qwen2
   (``verl_flexrec.testing``), warm-started (:mod:`.warm_start`) so some rollouts are valid
   rankings.
 
-It needs a clone of the repository (``data_prep/`` and ``tests/fixtures_raw.py``), and is
-deterministic for a seed. Existing outputs are rebuilt.
+It works from a plain install and is deterministic for a seed. Existing outputs are rebuilt.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
+import contextlib
+import io
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from ..atomic import atomic_path
+
 DATASETS = {
-    # dataset: (fixture writer, data-prep script, extra data-prep flags)
+    # dataset: (fixture writer, data-prep module, extra data-prep flags)
     "ml-1m": ("write_movielens", "movielens", ["--num-candidates", "10", "--history-len", "5"]),
     "kuairec": ("write_kuairec", "kuairec", ["--num-candidates", "10", "--history-len", "5",
                                              "--test-time-frac", "0.5"]),
 }
 
 
-def _fixtures_module():
-    tests_dir = REPO / "tests"
-    if not (tests_dir / "fixtures_raw.py").exists() or not (REPO / "data_prep").is_dir():
-        raise SystemExit(f"tiny_setup needs a clone of verl-flexrec: {tests_dir / 'fixtures_raw.py'} "
-                         f"or {REPO / 'data_prep'} is missing")
-    sys.path.insert(0, str(tests_dir))
-    import fixtures_raw
-
-    return fixtures_raw
-
-
 def build_data(workdir: Path, dataset: str, seed: int) -> Path:
-    """Raw fixture -> ``workdir/data/{train,test}.parquet`` via ``data_prep/<script>.py``."""
-    writer_name, script, flags = DATASETS[dataset]
-    fixtures = _fixtures_module()
+    """Raw fixture -> ``workdir/data/{train,test}.parquet`` through :mod:`verl_flexrec.data`."""
+    import importlib
+
+    from ..data import fixtures
+    from ..data.io import run_main
+
+    writer_name, module, flags = DATASETS[dataset]
     raw = getattr(fixtures, writer_name)(workdir / "raw", seed=seed)
     out = workdir / "data"
-    cmd = [sys.executable, str(REPO / "data_prep" / f"{script}.py"), "--raw-dir", str(raw), "--out-dir", str(out),
-           "--seed", str(seed), "--no-progress", *flags]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"data prep failed ({' '.join(cmd)}):\n{result.stderr}")
+    argv = ["--raw-dir", str(raw), "--out-dir", str(out), "--seed", str(seed), "--no-progress", *flags]
+    main = importlib.import_module(f"verl_flexrec.data.{module}").main
+    messages = io.StringIO()
+    with contextlib.redirect_stderr(messages):
+        code = run_main(main, argv)
+    if code != 0:
+        raise SystemExit(f"data prep failed (verl_flexrec.data.{module} {' '.join(argv)}):\n{messages.getvalue()}")
     return out
 
 
@@ -73,7 +69,8 @@ def copy_data(workdir: Path, train_file: Path, val_file: Path, *, max_train: int
         if table.num_rows > cap:
             keep = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=cap, replace=False))
             table = table.take(keep)
-        pq.write_table(table, out / name)
+        with atomic_path(out / name) as tmp:
+            pq.write_table(table, tmp)
     return out
 
 

@@ -16,12 +16,12 @@ var)``: :class:`~verl_flexrec.critic.predictor.CriticPredictor` or the KNN basel
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..needs import get_need
 from ..schema import GroundTruth
 from .data import CriticDataError, check_critic_fields, parse_ground_truth
@@ -201,13 +201,8 @@ def fill_parquet(
     out_table = table.set_column(table.schema.get_field_index("reward_model"), "reward_model", new_col)
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(out_path) as tmp:
         pq.write_table(out_table, tmp)
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     n_cand = sum(gt.num_candidates for gt in gts)
     return {
         "input": str(in_path),

@@ -8,13 +8,13 @@ then :meth:`CriticPredictor.fill` / :meth:`CriticPredictor.predict` per rollout.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from ..schema import GroundTruth
 from ..threads import torch_threads
 from .data import Vocab, split_categories
@@ -212,13 +212,8 @@ class CriticPredictor:
         """Write the checkpoint atomically (temp file + rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             torch.save(self.state(), tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return path
 
     @classmethod

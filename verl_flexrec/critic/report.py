@@ -9,11 +9,11 @@ markdown (the table ``python -m verl_flexrec.critic evaluate`` prints and ``repo
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path, write_text_atomic
 from .evaluate import LEVELS, coverage_curve, variance_bins
 
 __all__ = ["format_report", "plot_reliability", "write_report"]
@@ -131,25 +131,12 @@ def plot_reliability(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_report(report: dict, out_dir: str | Path, *, title: str = "") -> dict[str, str]:
@@ -159,6 +146,6 @@ def write_report(report: dict, out_dir: str | Path, *, title: str = "") -> dict[
     png = plot_reliability(report["_arrays"], out_dir / "reliability.png", title=title)
     clean = {k: v for k, v in report.items() if not k.startswith("_")}
     js, md = out_dir / "metrics.json", out_dir / "report.md"
-    _write_text(js, json.dumps(clean, indent=2, default=float))
-    _write_text(md, format_report(report, title))
+    write_text_atomic(js, json.dumps(clean, indent=2, default=float))
+    write_text_atomic(md, format_report(report, title))
     return {"metrics": str(js), "report": str(md), "plot": str(png)}

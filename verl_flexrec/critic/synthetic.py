@@ -19,13 +19,13 @@ log-normal), so some users and items are well observed and others barely. ``cold
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..needs import get_need
 from ..schema import GroundTruth
 from .data import Interactions
@@ -265,11 +265,6 @@ def write_parquet(rows: list[dict], path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(pa.Table.from_pylist(rows), tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

@@ -55,9 +55,11 @@ from .metrics import evaluation_gains
 
 __all__ = [
     "BASELINES",
+    "EXTRA_LIBRARY",
     "REFERENCE_RANKERS",
     "BaselineError",
     "Ranker",
+    "available",
     "make_ranker",
     "rank_by_scores",
     "resolve_baselines",
@@ -69,6 +71,9 @@ BASELINES = ("random", "popularity", "trending", "bpr", "als", "item_knn", "sasr
 
 REFERENCE_RANKERS = ("oracle", "reversed_oracle")
 """Rankers that read the ground truth (ceiling and floor checks); by name only."""
+
+EXTRA_LIBRARY = {"bpr": "implicit", "als": "implicit", "item_knn": "implicit", "sasrec": "cornac"}
+"""The library each learned baseline needs; both come with ``pip install 'verl-flexrec[eval]'``."""
 
 DEFAULT_TREND_WINDOW_S = 7 * 86400.0
 
@@ -91,6 +96,19 @@ def resolve_baselines(specs: Sequence[str]) -> list[str]:
                 if n not in names:
                     names.append(n)
     return names
+
+
+def available(name: str) -> bool:
+    """Whether baseline ``name`` can run here (its library of the ``eval`` extra is installed)."""
+    import importlib.util
+
+    library = EXTRA_LIBRARY.get(name)
+    return library is None or importlib.util.find_spec(library) is not None
+
+
+def _missing(name: str, error: Exception) -> BaselineError:
+    return BaselineError(f"{name} needs the '{EXTRA_LIBRARY[name]}' package ({error}), which comes with the "
+                         f"'eval' extra: pip install 'verl-flexrec[eval]'")
 
 
 def tie_keys(seed: int, row_key: str, item_ids: Sequence[str]) -> np.ndarray:
@@ -202,15 +220,13 @@ class _MatrixRanker(Ranker):
         return [self.items[i] for i in ids if i in self.items]
 
 
-def _implicit(module: str):
+def _implicit(name: str, module: str):
     try:
         import importlib
 
         return importlib.import_module(module)
     except ImportError as e:
-        raise BaselineError(
-            f"this baseline needs the 'implicit' package ({e}); install it with pip install 'implicit>=0.7.2'"
-        ) from None
+        raise _missing(name, e) from None
 
 
 class FactorRanker(_MatrixRanker):
@@ -220,11 +236,11 @@ class FactorRanker(_MatrixRanker):
         self._index(train)
         opts = dict(self.options)
         if self.name == "bpr":
-            cls = _implicit("implicit.cpu.bpr").BayesianPersonalizedRanking
+            cls = _implicit("bpr", "implicit.cpu.bpr").BayesianPersonalizedRanking
             kwargs = {"factors": 64, "learning_rate": 0.01, "regularization": 0.01, "iterations": 100,
                       "num_threads": 1}  # one thread: BPR's Hogwild SGD is only reproducible single-threaded
         else:
-            cls = _implicit("implicit.cpu.als").AlternatingLeastSquares
+            cls = _implicit("als", "implicit.cpu.als").AlternatingLeastSquares
             kwargs = {"factors": 64, "regularization": 0.01, "iterations": 15, "num_threads": 1}
         kwargs.update(opts)
         from threadpoolctl import threadpool_limits
@@ -261,7 +277,7 @@ class FactorRanker(_MatrixRanker):
 class ItemKNNRanker(_MatrixRanker):
     def fit(self, train: TrainingInteractions | None, seed: int) -> None:
         self._index(train)
-        nn = _implicit("implicit.nearest_neighbours")
+        nn = _implicit(self.name, "implicit.nearest_neighbours")
         model = nn.CosineRecommender(K=int(self.options.get("neighbours", 100)))
         with warnings.catch_warnings():  # implicit converts internally and warns about its own COO
             warnings.simplefilter("ignore")
@@ -291,9 +307,7 @@ class SASRecRanker(Ranker):
             from cornac.data import SequentialDataset
             from cornac.models import SASRec
         except ImportError as e:
-            raise BaselineError(
-                f"sasrec needs the 'cornac' package ({e}); install it with pip install 'cornac>=3.0.1'"
-            ) from None
+            raise _missing("sasrec", e) from None
         frame = train.frame.sort_values(["user_id", "timestamp", "item_id"], na_position="first", kind="stable")
         if frame.empty:
             raise BaselineError(f"sasrec: no observed training interactions to learn from ({train.source})")

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "floor, and the spread over candidate-order shuffles.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", required=True, help="test parquet written by data_prep/")
+    p.add_argument("--data", required=True, help="test parquet written by data preparation (python -m verl_flexrec.data)")
     p.add_argument("--train-data", default=None,
                    help="training parquet for the baselines (default: train.parquet next to --data); "
                         "interactions.parquet next to it is used when present")

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..atomic import atomic_path, write_text_atomic
 from .metrics import METRICS
 
 __all__ = ["markdown_report", "plot_results", "write_outputs"]
@@ -156,23 +156,16 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_outputs(results: dict, out_dir: str | Path, responses: list[dict[str, Any]] | None = None) -> dict[str, Path]:
     """Write the three result files (and ``responses.jsonl`` when given); returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "results.json", "md": out_dir / "results.md", "png": out_dir / "results.png"}
-    _atomic_write(paths["json"], json.dumps(_finite(results), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-    _atomic_write(paths["md"], markdown_report(results))
-    tmp_png = out_dir / "results.tmp.png"
-    plot_results(results, tmp_png)
-    os.replace(tmp_png, paths["png"])
+    write_text_atomic(paths["json"], json.dumps(_finite(results), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    write_text_atomic(paths["md"], markdown_report(results))
+    with atomic_path(paths["png"]) as tmp:
+        plot_results(results, tmp)
     if responses is not None:
         paths["responses"] = out_dir / "responses.jsonl"
-        _atomic_write(paths["responses"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in responses))
+        write_text_atomic(paths["responses"], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in responses))
     return paths
