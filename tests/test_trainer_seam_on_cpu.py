@@ -537,7 +537,9 @@ def test_the_recipe_config_builds_flexrec_sync_through_verls_constructor():
 
     from hydra import compose, initialize_config_dir
 
-    config_dir = Path(__file__).resolve().parents[1] / "recipes" / "flexrec" / "config"
+    from verl_flexrec.recipes import config_dir as recipe_config_dir
+
+    config_dir = recipe_config_dir()
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         config = compose(config_name="flexrec_trainer", overrides=["data.train_files=/t", "data.val_files=/v"])
     trainer = get_trainer_cls(config.trainer.v1.trainer_mode)(config=config)

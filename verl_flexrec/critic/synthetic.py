@@ -1,7 +1,7 @@
 """Synthetic sparse user x item interest with known heteroscedastic noise, and FlexRec parquet rows.
 
 Used by the critic's tests and benchmark so they do not depend on real datasets or on
-``data_prep/``. The generative model (all parameters are kept, so the truth is known)::
+the data-prep pipeline (:mod:`verl_flexrec.data`). The generative model (all parameters are kept, so the truth is known)::
 
     interest(u, i) = max(0, mean(u, i) + sd(u, i) * N(0, 1))
     mean(u, i)     = global + b_u + b_i + <p_u, q_i>
