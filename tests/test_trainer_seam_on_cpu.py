@@ -533,7 +533,6 @@ def test_reward_manager_refuses_trainers_that_drop_item_rewards(tokenizer, use_v
 
 def test_the_recipe_config_builds_flexrec_sync_through_verls_constructor():
     """TaskRunnerV1's own steps: get_trainer_cls(config.trainer.v1.trainer_mode)(config=config)."""
-    from pathlib import Path
 
     from hydra import compose, initialize_config_dir
 
