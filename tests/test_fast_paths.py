@@ -16,7 +16,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from verl_flexrec.advantage import _floored_position_std, _masked_group_stats, flexrec_advantages, group_normalize
+from verl_flexrec.advantage import flexrec_advantages, group_normalize
 from verl_flexrec.config import AdvantageOptions, RewardOptions, UncertaintyOptions
 from verl_flexrec.integration.item_data import (
     ITEM_REWARDS_KEY,
@@ -38,6 +38,28 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 
 # -- references: the implementations these fast paths replaced -------------------------------
+def _flat_group_stats(values, valid, cell, num_cells):
+    """Mean and unbiased std of ``values[valid]`` per flat cell id (<2 values: mean 0, std 1)."""
+    v = torch.where(valid, values, 0.0).to(torch.float64).reshape(-1)
+    w = valid.to(torch.float64).reshape(-1)
+    c = cell.reshape(-1)
+    n = torch.zeros(num_cells, dtype=torch.float64).index_add_(0, c, w)
+    mean = torch.zeros(num_cells, dtype=torch.float64).index_add_(0, c, v) / n.clamp(min=1)
+    dev = (v - mean[c]) * w
+    std = torch.sqrt(torch.zeros(num_cells, dtype=torch.float64).index_add_(0, c, dev * dev) / (n - 1).clamp(min=1))
+    few = n < 2
+    return mean.masked_fill(few, 0.0), std.masked_fill(few, 1.0)
+
+
+def _flat_floored_std(std, have, cell, num_cells, K, floor):
+    """max(std, floor * sigma_G) on cells with >= 2 values, sigma_G the RMS of the group's stds there."""
+    n = torch.zeros(num_cells, dtype=torch.float64).index_add_(0, cell.reshape(-1), have.to(torch.float64).reshape(-1))
+    counted = n >= 2
+    w = counted.to(torch.float64).view(-1, K)
+    sigma = ((std.view(-1, K) ** 2 * w).sum(1) / w.sum(1).clamp(min=1)).sqrt().repeat_interleave(K)
+    return torch.where(counted, torch.maximum(std, floor * sigma), std)
+
+
 def reference_advantages(response_mask, index, seq_reward, item_rewards=None, item_token_pos=None, uncertainty=None, *, options=None, uncertainty_options=None, norm_by_std=True):
     """The float64 (bs, L) implementation of flexrec_advantages before the gather."""
     opts = options or AdvantageOptions()
@@ -59,9 +81,9 @@ def reference_advantages(response_mask, index, seq_reward, item_rewards=None, it
             cell, num_cells = gid[:, None].expand(bs, K), int(gid.max()) + 1
         else:
             cell, num_cells = gid[:, None] * K + torch.arange(K)[None, :], (int(gid.max()) + 1) * K
-        mean, std = _masked_group_stats(r, have, cell, num_cells)
+        mean, std = _flat_group_stats(r, have, cell, num_cells)
         if opts.item_norm == "position" and opts.item_std_floor > 0 and K:  # the std floor (tested in test_advantage)
-            std = _floored_position_std(std, have, cell, num_cells, K, opts.item_std_floor)
+            std = _flat_floored_std(std, have, cell, num_cells, K, opts.item_std_floor)
         centred = r - mean[cell]
         item_adv = centred if opts.item_norm == "none" or not use_std else centred / (std[cell] + opts.eps)
         item_adv = torch.where(have, item_adv, torch.full_like(item_adv, float("nan")))
