@@ -56,7 +56,14 @@ import pandas as pd
 
 from .cli import add_interaction_args, base_parser
 from .events import EventLog, Task
-from .io import Column, DataPrepError, log, read_csv_checked, read_parquet_checked, run_main
+from .io import (
+    Column,
+    DataPrepError,
+    log,
+    read_csv_checked,
+    read_parquet_checked,
+    run_main,
+)
 from .pipeline import run_interaction_pipeline
 from .recbole import AtomicFile, find_atomic, read_atomic, split_seq
 from .rows import ItemSource, RecentCounts
@@ -100,11 +107,13 @@ def _profile(fields: dict[str, str]) -> str | None:
 
 
 def _unique_keys(path: Path, keys: list[str], key: str, where: str) -> None:
+    """One record per key. ``where``: 'line' (text with a header: record r is line r + 2) or 'row'."""
+    first = 2 if where == "line" else 1
     seen: dict[str, int] = {}
-    for row, k in enumerate(keys):
+    for row, k in enumerate(keys, first):
         if k in seen:
             raise DataPrepError(f"{path}: {where} {row}: field '{key}': {k!r} appears twice (first at {where} "
-                                f"{seen[k]}); a side table has one row per key")
+                                f"{seen[k]}); a side table has one record per key")
         seen[k] = row
 
 
@@ -172,7 +181,7 @@ def read_recbole(args) -> OwnLog:
     if files.item is not None:
         item_file = read_atomic(files.item, required=(args.item_col,), seq_sep=args.seq_sep)
         keys = item_file.field(args.item_col, allowed=("token",), role="the item id").tolist()
-        _unique_keys(files.item, keys, args.item_col, "line")  # row r is line r + 2: report lines
+        _unique_keys(files.item, keys, args.item_col, "line")
         _check_items_known(files.item, item, keys, args.missing_items)
         titles, categories = _item_side(item_file, args)
     else:  # titles and categories may sit in the .inter file itself

@@ -34,8 +34,16 @@ import pandas as pd
 
 from .io import Column, DataPrepError, read_csv_checked
 
-__all__ = ["AtomicFile", "AtomicFiles", "FIELD_TYPES", "find_atomic", "read_atomic", "read_header", "split_seq",
-           "write_atomic"]
+__all__ = [
+    "FIELD_TYPES",
+    "AtomicFile",
+    "AtomicFiles",
+    "find_atomic",
+    "read_atomic",
+    "read_header",
+    "split_seq",
+    "write_atomic",
+]
 
 FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
 SUFFIXES = (".inter", ".item", ".user")
