@@ -320,22 +320,24 @@ def _read_user_table(args, user_col: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 # The log -> the pipeline's event log and item source
 # ---------------------------------------------------------------------------------------------
-def _encode(tokens: np.ndarray) -> tuple[np.ndarray, list[str] | None]:
-    """Integer ids stay themselves; other ids become codes (in sorted order) with their labels."""
-    labels = np.unique(tokens.astype(str))
+def _encode(tokens: np.ndarray) -> tuple[np.ndarray, list[str] | None, dict[str, int]]:
+    """Integer ids stay themselves; other ids become codes (in sorted order) with their labels.
+
+    Returns (codes, labels or None, {id: code} of the ids in the log).
+    """
+    text = tokens.astype(str)
+    labels = np.unique(text)
     if all(_INT_ID.fullmatch(t) for t in labels.tolist()):
-        return tokens.astype(np.int64), None
-    return np.searchsorted(labels, tokens.astype(str)).astype(np.int64), labels.tolist()
+        return text.astype(np.int64), None, {t: int(t) for t in labels.tolist()}
+    return np.searchsorted(labels, text).astype(np.int64), labels.tolist(), {t: i for i, t in enumerate(labels.tolist())}
 
 
 def to_source(own: OwnLog, *, popularity_days: float, item_noun: str) -> tuple[EventLog, ItemSource]:
     """The pipeline's inputs: the event log and what is known about its items and users."""
     if len(own.user) == 0:
         raise DataPrepError("the interaction log has no rows")
-    users, user_labels = _encode(own.user)
-    items, item_labels = _encode(own.item)
-    item_code = dict(zip(own.item.tolist(), items.tolist()))
-    user_code = dict(zip(own.user.tolist(), users.tolist()))
+    users, user_labels, user_code = _encode(own.user)
+    items, item_labels, item_code = _encode(own.item)
     implicit = own.rating is None
     events = EventLog(users, items, own.ts, np.ones(len(users)) if implicit else own.rating)
     window = int(popularity_days) if float(popularity_days).is_integer() else popularity_days
