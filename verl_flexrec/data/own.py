@@ -118,7 +118,7 @@ def _unique_keys(path: Path, keys: list[str], key: str, where: str) -> None:
 
 
 def _check_items_known(path: Path, items: np.ndarray, known, missing_items: str) -> None:
-    unknown = sorted(set(np.unique(items).tolist()) - set(known))
+    unknown = sorted(set(pd.unique(items).tolist()) - set(known))
     if not unknown:
         return
     shown = ", ".join(repr(i) for i in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
@@ -325,11 +325,12 @@ def _encode(tokens: np.ndarray) -> tuple[np.ndarray, list[str] | None, dict[str,
 
     Returns (codes, labels or None, {id: code} of the ids in the log).
     """
-    text = tokens.astype(str)
-    labels = np.unique(text)
-    if all(_INT_ID.fullmatch(t) for t in labels.tolist()):
-        return text.astype(np.int64), None, {t: int(t) for t in labels.tolist()}
-    return np.searchsorted(labels, text).astype(np.int64), labels.tolist(), {t: i for i, t in enumerate(labels.tolist())}
+    codes, uniques = pd.factorize(np.asarray(tokens, dtype=object), sort=True)  # hashing, then sorts the few
+    labels = [str(t) for t in uniques]
+    if all(_INT_ID.fullmatch(t) for t in labels):
+        values = np.array([int(t) for t in labels], dtype=np.int64)
+        return values[codes], None, dict(zip(labels, values.tolist()))
+    return codes.astype(np.int64), labels, {t: i for i, t in enumerate(labels)}
 
 
 def to_source(own: OwnLog, *, popularity_days: float, item_noun: str) -> tuple[EventLog, ItemSource]:
