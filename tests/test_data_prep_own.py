@@ -236,6 +236,10 @@ BAD_RECBOLE = [
      r"shop\.inter: line 1: field 'user_id:float': the user id must be of type token"),
     ("rating not a number", lambda d: _inter(d, [GOOD_HEADER, "u01\tsku-001\t4\t10", "u01\tsku-002\tfive\t11"]),
      r"shop\.inter: line 3: field 'rating:float': expected a finite number, got 'five'"),
+    ("negative rating", lambda d: _inter(d, [GOOD_HEADER, "u01\tsku-001\t4\t10", "u01\tsku-002\t-1\t11"]),
+     r"shop\.inter: line 3: field 'rating': a rating is a gain and must be >= 0, got -1"),
+    ("empty rating", lambda d: _inter(d, [GOOD_HEADER, "u01\tsku-001\t\t10"]),
+     r"shop\.inter: line 2: field 'rating': value is missing"),
     ("time not a number", lambda d: _inter(d, [GOOD_HEADER, "u01\tsku-001\t4\t2020-01-01"]),
      r"shop\.inter: line 2: field 'timestamp:float': expected a finite number, got '2020-01-01'"),
     ("empty user id", lambda d: _inter(d, [GOOD_HEADER, "u01\tsku-001\t4\t10", "\tsku-002\t4\t11"]),
@@ -260,6 +264,21 @@ def test_bad_recbole_input_fails_cleanly(data, tmp_path, edit, message):
     assert code == 2, err
     assert err.count("error:") == 1 and re.search(message, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_missing_items_keep_shows_them_without_side_information(data, tmp_path):
+    raw = write_own_recbole(tmp_path / "raw", data)
+    item_file = raw / "shop.item"
+    lines = item_file.read_text().splitlines()
+    dropped = lines[1].split("\t")[0]
+    item_file.write_text("\n".join(lines[:1] + lines[2:]) + "\n")
+    out = _prep(tmp_path / "out", "--recbole-dir", raw, "--missing-items", "keep", "--needs", "maximize_interest")
+    shown = [(r, j) for r in _all_rows(out) for j, i in enumerate(r["reward_model"]["ground_truth"]["item_ids"])
+             if i == dropped]
+    assert shown, "the fixture's first item should be some candidate"
+    for r, j in shown:
+        assert r["reward_model"]["ground_truth"]["categories"][j] == ""
+        assert f"| item {dropped}\n" in r["prompt"][-1]["content"]
 
 
 def test_nothing_left_to_prepare_and_an_existing_output_is_kept(recbole_dir, prepared, tmp_path):

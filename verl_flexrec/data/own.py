@@ -147,16 +147,18 @@ def _item_side(file: AtomicFile, args) -> tuple[dict[str, str], dict[str, tuple[
     titles: dict[str, str] = {}
     categories: dict[str, tuple[str, ...]] = {}
     title = _pick(file, args.title_col, TITLE_FIELDS, "--title-col")
-    if title is not None:
+    if title is not None:  # an item's first record names it (the .inter file has one per interaction)
         values = file.field(title, allowed=("token", "token_seq"), role="the title").tolist()
-        titles = {k: _clean(v) for k, v in zip(keys, values) if _clean(v) and k not in titles}
+        for k, v in zip(keys, values):
+            if _clean(v):
+                titles.setdefault(k, _clean(v))
     category = _pick(file, args.category_col, CATEGORY_FIELDS, "--category-col")
     if category is not None:
         kind = file.types[category]
         values = file.field(category, allowed=("token", "token_seq"), role="the category").tolist()
         for k, v in zip(keys, values):
-            if k not in categories:
-                categories[k] = split_seq(v, args.seq_sep) if kind == "token_seq" else ((_clean(v),) if _clean(v) else ())
+            # a token is one category (a token never holds a tab: splitting at one only trims it)
+            categories.setdefault(k, split_seq(v, args.seq_sep if kind == "token_seq" else "\t"))
     return titles, categories
 
 
@@ -173,11 +175,13 @@ def read_recbole(args) -> OwnLog:
     rating = None
     if rating_col is not None:
         values = inter.field(rating_col, allowed=("float",), role="the rating")
-        empty = values.isna().to_numpy()
-        if empty.any():
-            i = int(np.argmax(empty))
-            raise DataPrepError(f"{files.inter}: line {inter.line_of(i)}: field '{rating_col}': value is missing")
         rating = values.to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = np.isnan(rating) | (rating < 0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            what = "value is missing" if np.isnan(rating[i]) else f"a rating is a gain and must be >= 0, got {rating[i]:g}"
+            raise DataPrepError(f"{files.inter}: line {inter.line_of(i)}: field '{rating_col}': {what}")
     if files.item is not None:
         item_file = read_atomic(files.item, required=(args.item_col,), seq_sep=args.seq_sep)
         keys = item_file.field(args.item_col, allowed=("token",), role="the item id").tolist()
@@ -264,7 +268,7 @@ def read_table(args) -> OwnLog:
     title = _mapped(path, found, "--title-col", args.title_col, None, required=False) if side_here else None
     category = _mapped(path, found, "--category-col", args.category_col, None, required=False) if side_here else None
     cols = [Column(user, "str"), Column(item, "str"), Column(ts, "float")]
-    cols += [Column(rating, "float")] if rating else []
+    cols += [Column(rating, "float", low=0.0)] if rating else []  # a rating is a gain: >= 0
     cols += [Column(c, "str", missing="fill", fill="") for c in (title, category) if c]
     frame, _ = _read(path, cols, args.sep, progress)
     items = frame[item].to_numpy(dtype=object)
