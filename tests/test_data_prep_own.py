@@ -93,7 +93,11 @@ def test_profiles_come_from_the_user_file(data, prepared):
 
 
 def test_same_input_and_seed_give_identical_bytes_and_no_paths(recbole_dir, prepared, tmp_path):
-    again = _prep(tmp_path / "again", "--recbole-dir", recbole_dir, "--needs", "all")
+    # the clone's script, as a user runs it
+    result = run_script("interactions", "--recbole-dir", recbole_dir, "--out-dir", tmp_path / "again",
+                        "--needs", "all", "--num-candidates", K)
+    assert result.returncode == 0 and "leakage check passed" in result.stderr, result.stderr
+    again = tmp_path / "again"
     for name in OUTPUTS:
         assert (again / name).read_bytes() == (prepared / name).read_bytes(), name
     info = (prepared / "prep_info.json").read_text()

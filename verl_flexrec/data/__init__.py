@@ -24,7 +24,7 @@ One module per concern, read in this order:
 :mod:`.targets`               which needs a run prepares, which context gets which need
 :mod:`.rows`                  one (context, need) -> one verl row (features, gains, prompt)
 :mod:`.parquet`               schemas and the all-or-nothing writer
-:mod:`.pipeline`              KuaiRec and MovieLens after loading: split ... write
+:mod:`.pipeline`              KuaiRec, MovieLens, your own log after loading: split ... write
 :mod:`.cli`                   the flags every dataset shares
 :mod:`.movielens`, :mod:`.kuairec`, :mod:`.esci`   readers and ``main`` per dataset
 :mod:`.recbole`               RecBole atomic files (typed headers) read and checked
