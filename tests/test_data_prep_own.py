@@ -202,6 +202,36 @@ def test_parquet_timestamps_are_read_as_unix_seconds(data, prepared, tmp_path):
     assert (out / "train.parquet").read_bytes() == (prepared / "train.parquet").read_bytes()
 
 
+@pytest.mark.parametrize("unit", ["ms", "iso"])
+def test_other_time_units_give_the_same_rows(data, prepared, tmp_path, unit):
+    paths = _as_table(data, tmp_path / "raw", "csv")
+    log = pd.read_csv(paths["table"], dtype=str)
+    seconds = log["when"].astype(np.int64)
+    if unit == "ms":
+        log["when"] = (seconds * 1000).astype(str)
+    else:  # the same instants in another time zone, written with their offset
+        log["when"] = pd.to_datetime(seconds, unit="s", utc=True).dt.tz_convert("Asia/Tokyo").map(lambda t: t.isoformat())
+    log.to_csv(paths["table"], index=False)
+    out = _prep(tmp_path / "out", "--table", paths["table"], "--item-table", paths["item-table"],
+                "--user-table", paths["user-table"], "--user-col", "visitor", "--rating-col", "stars",
+                "--time-col", "when", "--time-unit", unit, "--title-col", "title", "--category-col", "class",
+                "--name", "shop", "--needs", "all")
+    for name in PARQUETS:
+        assert (out / name).read_bytes() == (prepared / name).read_bytes(), name
+
+
+def test_a_bad_iso_time_names_the_line(data, tmp_path):
+    paths = _as_table(data, tmp_path / "raw", "csv")
+    lines = paths["table"].read_text().splitlines()
+    lines[1:] = [",".join(ln.split(",")[:3] + ["2021-03-04T05:06:07"]) for ln in lines[1:]]
+    lines[7] = ",".join(lines[7].split(",")[:3] + ["last tuesday"])
+    paths["table"].write_text("\n".join(lines) + "\n")
+    code, err = _own("--table", paths["table"], "--user-col", "visitor", "--time-col", "when", "--time-unit", "iso",
+                     "--out-dir", tmp_path / "out")
+    assert code == 2 and "table.csv: line 8: field 'when': expected an ISO 8601 time" in err and "'last tuesday'" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_without_categories_explore_new_topics_is_refused_and_all_leaves_it_out(data, tmp_path):
     paths = _as_table(data, tmp_path / "raw", "csv")
     args = ["--table", paths["table"], "--user-col", "visitor", "--time-col", "when", "--rating-col", "stars"]

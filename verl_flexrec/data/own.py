@@ -18,7 +18,8 @@ may sit in the table itself or in ``--item-table FILE``, keyed by the item colum
 splits a category column, default ``|``); ``--user-table FILE`` (keyed by the user column) gives
 the profiles (``--profile-cols``, default every other column). Ids are text, kept as written.
 
-Time: a number (Unix seconds); parquet date and timestamp columns are converted. Ratings: any
+Time: a number, Unix seconds (``--time-unit ms``, ``us``, ``ns`` for finer units; ``iso`` for ISO
+8601 text in a table); parquet date and timestamp columns are converted. Ratings: any
 numbers (shown as "rated 4/5", 5 being the largest rating in the log). Without a rating column the
 log is implicit feedback: every interaction has interest 1.0 (interactions.parquet says so), and a
 ranking context's candidates -- all items the user went on to engage with -- are graded by the
@@ -73,6 +74,7 @@ __all__ = ["OwnLog", "build_parser", "engagement_order_gain", "main", "read_recb
 
 TITLE_FIELDS = ("title", "movie_title", "item_name", "name")
 CATEGORY_FIELDS = ("class", "genre", "genres", "category", "categories")
+TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}  # --time-unit -> per second
 _INT_ID = re.compile(r"0|-?[1-9][0-9]{0,17}")  # ids kept as integers (fit int64, one spelling each)
 
 
@@ -170,7 +172,10 @@ def read_recbole(args) -> OwnLog:
                         progress=progress)
     user = inter.field(args.user_col, allowed=("token",), role="the user id").to_numpy(dtype=object)
     item = inter.field(args.item_col, allowed=("token",), role="the item id").to_numpy(dtype=object)
+    if args.time_unit == "iso":
+        raise DataPrepError("--time-unit iso reads text times of a --table; a RecBole time is a float field")
     ts = inter.field(args.time_col, allowed=("float",), role="the time").to_numpy(dtype=np.float64)
+    ts = ts / TIME_UNITS[args.time_unit]
     rating_col = _pick(inter, args.rating_col, ("rating",), "--rating-col")
     rating = None
     if rating_col is not None:
@@ -267,10 +272,14 @@ def read_table(args) -> OwnLog:
     side_here = args.item_table is None
     title = _mapped(path, found, "--title-col", args.title_col, None, required=False) if side_here else None
     category = _mapped(path, found, "--category-col", args.category_col, None, required=False) if side_here else None
-    cols = [Column(user, "str"), Column(item, "str"), Column(ts, "float")]
+    cols = [Column(user, "str"), Column(item, "str"), Column(ts, "str" if args.time_unit == "iso" else "float")]
     cols += [Column(rating, "float", low=0.0)] if rating else []  # a rating is a gain: >= 0
     cols += [Column(c, "str", missing="fill", fill="") for c in (title, category) if c]
-    frame, _ = _read(path, cols, args.sep, progress)
+    frame, where = _read(path, cols, args.sep, progress)
+    if args.time_unit == "iso":
+        seconds = _iso_seconds(path, frame[ts], ts, where)
+    else:
+        seconds = frame[ts].to_numpy(dtype=np.float64) / TIME_UNITS[args.time_unit]
     items = frame[item].to_numpy(dtype=object)
     titles, categories = {}, {}
     if side_here and (title or category):
@@ -279,8 +288,20 @@ def read_table(args) -> OwnLog:
     elif not side_here:
         titles, categories = _read_item_table(args, item, items)
     profiles = _read_user_table(args, user) if args.user_table is not None else {}
-    return OwnLog(path.name.split(".")[0], frame[user].to_numpy(dtype=object), items, frame[ts].to_numpy(dtype=np.float64),
+    return OwnLog(path.name.split(".")[0], frame[user].to_numpy(dtype=object), items, seconds,
                   frame[rating].to_numpy(dtype=np.float64) if rating else None, titles, categories, profiles)
+
+
+def _iso_seconds(path: Path, text: pd.Series, column: str, where: str) -> np.ndarray:
+    """Unix seconds of ISO 8601 times (``2020-01-31``, ``2020-01-31T08:15:00+01:00``; UTC when
+    no offset is given); a DataPrepError naming the first line that is not one."""
+    times = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    bad = times.isna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataPrepError(f"{path}: {where} {i + (2 if where == 'line' else 1)}: field '{column}': expected an "
+                            f"ISO 8601 time such as 2020-01-31T08:15:00 (--time-unit iso), got {text.iat[i]!r}")
+    return (times - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
 
 
 def _side_info(frame: pd.DataFrame, key: str, title: str | None, category: str | None, sep: str):
@@ -373,7 +394,10 @@ def build_parser(prog: str | None = None):
                    help="dataset name in the rows (data_source flexrec/NAME; default: the RecBole NAME or the table's file name)")
     p.add_argument("--user-col", default="user_id", help="user id field/column (default: user_id)")
     p.add_argument("--item-col", default="item_id", help="item id field/column (default: item_id)")
-    p.add_argument("--time-col", default="timestamp", help="time field/column, Unix seconds (default: timestamp)")
+    p.add_argument("--time-col", default="timestamp", help="time field/column (default: timestamp)")
+    p.add_argument("--time-unit", choices=(*TIME_UNITS, "iso"), default="s",
+                   help="unit of a numeric time since 1970 (s, ms, us, ns), or 'iso': ISO 8601 text such as "
+                        "2020-01-31T08:15:00 in a table, UTC unless an offset is given (default: s)")
     p.add_argument("--rating-col", default=None,
                    help="rating field/column (default: 'rating' if present; without one the log is implicit feedback)")
     p.add_argument("--title-col", default=None, help=f"item title (default: the first of {', '.join(TITLE_FIELDS)})")
