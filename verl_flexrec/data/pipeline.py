@@ -1,4 +1,4 @@
-"""The interaction-dataset pipeline: KuaiRec and MovieLens share everything after loading.
+"""The interaction-dataset pipeline: KuaiRec, MovieLens and a user's own data share everything after loading.
 
 split -> sample -> the critic's interactions table -> leakage check -> render rows -> write.
 """
@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from ..needs import Need
@@ -22,13 +24,14 @@ from .rows import ItemSource, render_interaction_row
 from .split import build_test_tasks, build_train_tasks, split_config
 from .targets import assign_needs
 
-__all__ = ["run_interaction_pipeline", "settings_info", "summarise"]
+__all__ = ["relabel", "run_interaction_pipeline", "settings_info", "summarise"]
 
 
 def settings_info(args, train_needs: Sequence[Need], test_needs: Sequence[Need]) -> dict:
     """The run's settings for prep_info.json (paths left out: output must not depend on them)."""
     skip = {"raw_dir", "out_dir", "no_progress", "download", "download_url", "download_checksum", "needs_yaml"}
-    settings = {k: v for k, v in sorted(vars(args).items()) if k not in skip}
+    # a file given by a flag is recorded by its name only: the output must not depend on the folder
+    settings = {k: v.name if isinstance(v, Path) else v for k, v in sorted(vars(args).items()) if k not in skip}
     settings["train_needs"] = [n.name for n in train_needs]
     settings["test_needs"] = [n.name for n in test_needs]
     return settings
@@ -52,6 +55,9 @@ def run_interaction_pipeline(args, src: ItemSource, train_src: EventLog, test_sr
         )
     if not train_tasks:
         raise DataPrepError("no user qualifies for a training row; lower --num-candidates or --min-history")
+    if src.grade is not None:  # implicit feedback: the interest of a context's candidates is graded
+        for task in [*train_tasks, *test_tasks]:
+            task.cand_interest = src.grade(task)
     if hasattr(src.popularity, "hide_test"):
         src.popularity.hide_test(cutoffs, default_cutoff)
     interactions, inter_info = training_interactions(all_inter, src.cats, cutoffs, default_cutoff, test_tasks,
@@ -59,6 +65,8 @@ def run_interaction_pipeline(args, src: ItemSource, train_src: EventLog, test_sr
     checked = check_no_leakage((task_record(t) for t in [*train_tasks, *test_tasks]),
                                global_cutoff=None if math.isinf(default_cutoff) else default_cutoff,
                                interactions=interactions)
+
+    interactions = relabel(interactions, src)  # after the check, which compares the log's own ids
 
     train_pairs = assign_needs(train_tasks, train_needs, mix=args.train_need_mix, seed=args.seed, split="train")
     test_pairs = assign_needs(test_tasks, test_needs, mix="all", seed=args.seed, split="test")
@@ -82,6 +90,16 @@ def run_interaction_pipeline(args, src: ItemSource, train_src: EventLog, test_sr
                            interactions=interactions)
     summarise(args.out_dir, counts, started)
     return {"rows": counts, **info["split"]}
+
+
+def relabel(table: pa.Table, src: ItemSource) -> pa.Table:
+    """interactions.parquet with the dataset's own user and item ids (see ``ItemSource.user_labels``)."""
+    for column, labels in (("user_id", src.user_labels), ("item_id", src.item_labels)):
+        if labels is not None:
+            codes = pc.cast(table.column(column), pa.int64())
+            table = table.set_column(table.schema.get_field_index(column), column,
+                                     pa.array(labels, type=pa.string()).take(codes))
+    return table
 
 
 def summarise(out_dir: Path, counts: Mapping[str, int], started: float) -> None:

@@ -47,12 +47,25 @@ class ItemSource:
     feedback: Callable[[float], str]                       # interest -> "rated 4/5"
     popularity: Callable[[np.ndarray, float], np.ndarray]  # (items, cutoff) -> counts
     profile: Callable[[int], str | None] = lambda user: None
+    # The dataset's own ids of users and items whose ids are not integers (a user's own data,
+    # :mod:`.own`): the event log holds codes 0..n-1, rows and interactions.parquet show these.
+    user_labels: Sequence[str] | None = None
+    item_labels: Sequence[str] | None = None
+    # Implicit feedback (no rating): the candidates' interest of a context, from their times
+    # (:func:`.own.engagement_order_gain`); None: the logged interest value.
+    grade: Callable[[Task], np.ndarray] | None = None
 
     FEATURES = ("interest", "novel_topic", "popularity")
     SIDE_INFO = ("title", "category", "popularity")
 
+    def user_id(self, user: int) -> str:
+        return str(user) if self.user_labels is None else self.user_labels[int(user)]
+
+    def item_id(self, item: int) -> str:
+        return str(item) if self.item_labels is None else self.item_labels[int(item)]
+
     def title(self, item: int) -> str:
-        return self.titles.get(int(item)) or f"{self.item_noun} {item}"
+        return self.titles.get(int(item)) or f"{self.item_noun} {self.item_id(item)}"
 
     def cats(self, item: int) -> tuple[str, ...]:
         return self.categories.get(int(item), ())
@@ -150,7 +163,7 @@ def render_interaction_row(src: ItemSource, task: Task, need: Need, *, index: in
         observed = np.ones(len(items), dtype=bool)
         hist_observed = np.ones(len(task.hist_items), dtype=bool)
 
-    item_ids = [str(i) for i in items]
+    item_ids = [src.item_id(i) for i in items]
     ids = candidate_ids(item_ids, id_style)
     candidates = [
         Candidate(id=cid, title=src.title(i), category=", ".join(cats), popularity=int(c))
@@ -166,12 +179,12 @@ def render_interaction_row(src: ItemSource, task: Task, need: Need, *, index: in
     )
     gt = GroundTruth(
         candidates=ids, gains=gains.tolist(), observed=observed.tolist(), gain_var=[], need=need.name,
-        user_id=str(task.user), item_ids=item_ids, interest=interest.tolist(), need_weight=weight.tolist(),
+        user_id=src.user_id(task.user), item_ids=item_ids, interest=interest.tolist(), need_weight=weight.tolist(),
         categories=["|".join(c) for c in cand_cats],
     )
     info = extra_info(
-        split=task.split, index=index, dataset=src.name, need=need.name, user_id=str(task.user),
-        cutoff_ts=task.cutoff, history_item_ids=task.hist_items.tolist(), history_ts=task.hist_ts.tolist(),
+        split=task.split, index=index, dataset=src.name, need=need.name, user_id=src.user_id(task.user),
+        cutoff_ts=task.cutoff, history_item_ids=[src.item_id(i) for i in task.hist_items], history_ts=task.hist_ts.tolist(),
         candidate_ts=ts.tolist(), sparse=sparse, observed_frac=sparse_frac if sparse else 1.0,
         id_style=id_style, seed=seed,
     )
