@@ -1,0 +1,176 @@
+"""Data preparation's leakage rules on hand-made cases that make each rule fire.
+
+* ESCI: a train query whose text (lower-cased, runs of whitespace collapsed) is also a test
+  query's is dropped before sampling; the final check refuses a query id or a normalised text in
+  both splits; duplicate (query, product) judgements are read once. The generated fixture's query
+  texts are all distinct, so none of this runs in tests/test_data_prep_esci.py.
+* The time split's boundary: training data must lie *strictly* before the cut-off (a test
+  candidate may sit exactly at it): a training row, a history or an interactions-table row at
+  exactly the cut-off is refused, one just before it passes; the generators exclude a point at the
+  cut-off.
+
+Imports go through data_prep's public modules as they are on main (after the move to
+``verl_flexrec.data``: ``verl_flexrec.data.esci`` and ``verl_flexrec.data.leakage``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_prep import common  # noqa: E402
+from data_prep.common import DataPrepError, LeakageError, LeakRecord, check_no_leakage  # noqa: E402
+from data_prep.esci import check_query_leakage, read_examples, select_queries  # noqa: E402
+
+LABELS = ["E", "S", "I"]  # mixed gains: every query is eligible
+
+
+def _frame(queries):
+    """Judgements of ``{query_id: (text, split)}``, three products each."""
+    rows = [{"query_id": qid, "query": text, "product_id": f"p{qid}-{j}", "esci_label": LABELS[j], "split": split}
+            for qid, (text, split) in queries.items() for j in range(3)]
+    return pd.DataFrame(rows)
+
+
+def _ids(chosen):
+    return {split: sorted(q for q, _ in chosen[split]) for split in chosen}
+
+
+def test_esci_drops_train_queries_whose_normalised_text_is_a_test_query():
+    df = _frame({
+        1: ("Red Shoes", "train"),
+        2: ("  red   SHOES ", "test"),
+        3: ("red shoes\tfor kids", "train"),   # a different text: kept
+        4: ("blue hat", "train"),
+        5: ("Blue  Hat", "train"),             # same text as 4, both train: no leak, both kept
+        6: ("green scarf", "test"),
+        7: ("RED shoes", "train"),
+    })
+    chosen = select_queries(df, min_candidates=3, seed=0, train_size=None, test_size=None)
+    assert _ids(chosen) == {"train": [3, 4, 5], "test": [2, 6]}
+    assert check_query_leakage(chosen) == {"train_queries": 3, "test_queries": 2}
+
+
+def test_esci_query_eligibility_and_a_query_in_both_splits():
+    df = _frame({1: ("a", "train"), 2: ("b", "test")})
+    flat = df["query_id"] == 1
+    df.loc[flat, "esci_label"] = "E"  # one gain for every candidate: nothing to rank
+    assert _ids(select_queries(df, min_candidates=3, seed=0, train_size=None, test_size=None)) == {"train": [], "test": [2]}
+    assert _ids(select_queries(df, min_candidates=4, seed=0, train_size=None, test_size=None)) == {"train": [], "test": []}
+    mixed = _frame({1: ("a", "train")})
+    mixed.loc[0, "split"] = "test"
+    with pytest.raises(DataPrepError, match="query 1 has judgements in both"):
+        select_queries(mixed, min_candidates=3, seed=0, train_size=None, test_size=None)
+
+
+@pytest.mark.parametrize("train,test,message", [
+    ({1: "red shoes"}, {1: "blue hat"}, "query ids in both splits: \\[1\\]"),
+    ({1: "Red  Shoes"}, {2: "red shoes "}, "query texts in both splits: \\['red shoes'\\]"),
+])
+def test_esci_final_check_refuses_shared_ids_and_texts(train, test, message):
+    def part(queries):
+        return [(qid, pd.DataFrame({"query": [text]})) for qid, text in queries.items()]
+
+    with pytest.raises(LeakageError, match=message):
+        check_query_leakage({"train": part(train), "test": part(test)})
+
+
+def test_esci_duplicate_judgements_are_read_once(tmp_path):
+    rows = {
+        "query": ["shoes", "shoes", "shoes", "hat"],
+        "query_id": [1, 1, 1, 2],
+        "product_id": ["a", "a", "b", "a"],     # (1, a) twice
+        "product_locale": ["us", "us", "us", "es"],
+        "esci_label": ["E", "E", "I", "S"],
+        "small_version": [1, 1, 1, 1],
+        "large_version": [1, 1, 1, 1],
+        "split": ["train"] * 4,
+    }
+    path = tmp_path / "examples.parquet"
+    pq.write_table(pa.table(rows), path)
+    df = read_examples(path, locale="us", version="small")
+    assert sorted(zip(df["query_id"], df["product_id"])) == [(1, "a"), (1, "b")]
+    assert len(read_examples(path, locale="all", version="small")) == 3
+
+
+# -- the time split's boundary ---------------------------------------------------------------------
+CUT = 10.0
+BEFORE = math.nextafter(CUT, -math.inf)  # the largest float strictly before the cut-off
+
+
+def _rec(split, user="u", cutoff=CUT, hist=(("a", 1.0),), cands=(("b", 11.0),)):
+    return LeakRecord(split, user, cutoff, tuple(i for i, _ in hist), tuple(t for _, t in hist),
+                      tuple(i for i, _ in cands), tuple(t for _, t in cands))
+
+
+def test_test_candidates_may_sit_exactly_at_the_cut_off_but_history_may_not():
+    assert check_no_leakage([_rec("test", hist=(("a", BEFORE),), cands=(("b", CUT),))])["rows"] == 1
+    with pytest.raises(LeakageError, match="history time 10.0 is not before the cut-off 10.0"):
+        check_no_leakage([_rec("test", hist=(("a", CUT),))])
+
+
+@pytest.mark.parametrize("where", ["candidate", "history"])
+def test_training_row_exactly_at_the_users_test_cut_off_is_a_leak(where):
+    def train(t):  # a training row whose latest time is t (its own cut-off just after the history)
+        if where == "candidate":
+            return _rec("train", cutoff=5.0, hist=(("a", 1.0),), cands=(("c", t),))
+        return _rec("train", cutoff=t + 0.5, hist=(("a", t),), cands=())
+
+    test = _rec("test")  # user u: test cut-off 10
+    assert check_no_leakage([test, train(BEFORE)])["rows"] == 2
+    with pytest.raises(LeakageError, match="train row of user u: time 10.0 is not before the test cut-off 10.0"):
+        check_no_leakage([test, train(CUT)])
+
+
+def test_training_row_exactly_at_the_global_cut_off_is_a_leak():
+    """A user without test rows is bounded by the global cut-off, with the same strict boundary."""
+    assert check_no_leakage([_rec("train", user="v", cutoff=5.0, cands=(("c", BEFORE),))], global_cutoff=CUT)["rows"] == 1
+    with pytest.raises(LeakageError, match="time 10.0 is not before the test cut-off 10.0"):
+        check_no_leakage([_rec("train", user="v", cutoff=5.0, cands=(("c", CUT),))], global_cutoff=CUT)
+    # the tighter of the user's test cut-off and the global one applies
+    with pytest.raises(LeakageError, match="not before the test cut-off 8.0"):
+        check_no_leakage([_rec("test", cutoff=20.0, hist=(("a", 1.0),), cands=(("b", 21.0),)),
+                          _rec("train", cutoff=5.0, cands=(("c", 8.0),))], global_cutoff=8.0)
+
+
+def _table(user, ts, item=None):
+    item = item or ["x"] * len(user)
+    return pa.table({"user_id": user, "item_id": item, "timestamp": pa.array(ts, type=pa.float64())})
+
+
+def test_interactions_table_row_exactly_at_a_cut_off_is_a_leak():
+    records = [_rec("test")]  # user u: test cut-off 10
+    assert check_no_leakage(records, global_cutoff=20.0, interactions=_table(["u", "w"], [BEFORE, 19.0]))["interactions"] == 2
+    with pytest.raises(LeakageError, match="interactions row 0 \\(user u, item x\\): time 10.0 is not before the test cut-off 10.0"):
+        check_no_leakage(records, global_cutoff=20.0, interactions=_table(["u", "w"], [CUT, 19.0]))
+    with pytest.raises(LeakageError, match="interactions row 1 \\(user w, item x\\): time 20.0 is not before the test cut-off 20.0"):
+        check_no_leakage(records, global_cutoff=20.0, interactions=_table(["u", "w"], [BEFORE, 20.0]))
+    with pytest.raises(LeakageError, match="interactions row 1: \\(user u, item b\\) is a test candidate"):
+        check_no_leakage(records, interactions=_table(["u", "u"], [1.0, 2.0], ["a", "b"]))
+
+
+def test_generators_leave_out_a_point_exactly_at_the_cut_off():
+    """What the check guards: history, candidate pool and the critic's table are built with the
+    same strict boundary (an interaction at exactly the cut-off is the test window's)."""
+    inter = common.Interactions(user=[1, 1, 1, 1], item=[10, 11, 12, 13], ts=[1.0, BEFORE, CUT, 12.0],
+                                interest=[1.0, 2.0, 3.0, 4.0])
+    items, ts, _, _ = common.recent_history(inter, 1, CUT, 10)
+    assert items.tolist() == [10, 11] and ts.tolist() == [1.0, BEFORE]
+    pool, _, _ = common.candidate_pool(inter, inter, 1, 1.0, CUT)
+    assert pool.tolist() == [10, 11]
+    pool, _, _ = common.candidate_pool(inter, inter, 1, CUT, math.inf)
+    assert pool.tolist() == [12, 13]
+    limits = common.training_limits(inter, {1: CUT}, 20.0)
+    assert limits.tolist() == [CUT] * 4
+    table, _ = common.training_interactions(inter, lambda i: (), {1: CUT}, 20.0, [], sparse_frac=None, seed=0)
+    assert table.column("item_id").to_pylist() == ["10", "11"]
+    assert np.array_equal(common.training_limits(inter, {}, 20.0), np.full(4, 20.0))
