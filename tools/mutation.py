@@ -14,7 +14,7 @@ plus the group's modules and the fast test files that exercise them. That keeps 
 to the group's own tests: a mutant in the ranking code does not run the trainer-seam tests.
 
 Re-running reuses mutmut's results for unchanged functions (delete ``.mutation/<group>`` to start
-over). Results: ``.mutation/summary.json`` and ``.mutation/summary.md`` (per module: killed /
+over); ``--survivors`` re-checks only the last run's survivors against the current tests. Results: ``.mutation/summary.json`` and ``.mutation/summary.md`` (per module: killed /
 survived / no tests / timeout, and the score), ``.mutation/<group>/survivors.diff`` (each
 surviving mutant's diff). docs/mutation.md records the last run and explains the survivors.
 
@@ -60,10 +60,19 @@ GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
         [],
     ),
     "critic": (
-        ["verl_flexrec/critic/*"],
+        ["verl_flexrec/critic/features.py", "verl_flexrec/critic/baselines.py", "verl_flexrec/critic/knn.py",
+         "verl_flexrec/critic/model.py", "verl_flexrec/critic/predictor.py", "verl_flexrec/critic/fill.py"],
         ["tests/test_critic_units.py", "tests/test_critic_variance.py", "tests/test_critic_model.py",
          "tests/test_critic_knn.py", "tests/test_critic_baselines.py", "tests/test_critic_fill.py",
-         "tests/test_critic_evaluate.py", "tests/test_critic_train.py"],
+         "tests/test_critic_train.py"],
+        [],
+    ),
+    # the critic's training loop, data reading, evaluation and report (longer: each mutant trains)
+    "critic_pipeline": (
+        ["verl_flexrec/critic/train.py", "verl_flexrec/critic/data.py", "verl_flexrec/critic/evaluate.py",
+         "verl_flexrec/critic/report.py"],
+        ["tests/test_critic_train.py", "tests/test_critic_variance.py", "tests/test_critic_model.py",
+         "tests/test_critic_evaluate.py", "tests/test_critic_fill.py"],
         [],
     ),
 }
@@ -108,8 +117,12 @@ def prepare(group: str) -> Path:
     return where
 
 
-def run(group: str, max_children: int) -> float:
+def run(group: str, max_children: int, survivors_only: bool = False) -> float:
     where = prepare(group)
+    names = _survivors(where) if survivors_only and (where / "mutants").exists() else []
+    if survivors_only and not names:
+        print(f"[mutation] {group}: no survivors to re-check", flush=True)
+        return 0.0
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     # one thread per library in each mutant's process: forking a process whose thread pools are
     # running can deadlock, and the machine's cores are the children's
@@ -117,7 +130,7 @@ def run(group: str, max_children: int) -> float:
     mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
     start = time.perf_counter()
     with open(where / "mutmut.log", "w") as log:
-        code = subprocess.run([mutmut, "run", "--max-children", str(max_children)], cwd=where, env=env,
+        code = subprocess.run([mutmut, "run", "--max-children", str(max_children), *names], cwd=where, env=env,
                               stdout=log, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - start
     if code != 0:
@@ -154,12 +167,16 @@ def _write_survivor_diffs(where: Path, env: dict) -> None:
         subprocess.run([sys.executable, "-c", script, *names], cwd=where, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def summarise(groups: list[str], seconds: dict[str, float]) -> dict:
+def summarise(groups: list[str], seconds: dict[str, float], key: str = "seconds") -> dict:
     summary_path = OUT / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for group in groups:
         files = _results(OUT / group)
-        summary[group] = {"seconds": round(seconds.get(group, 0.0), 1), "files": {f: dict(c) for f, c in files.items()}}
+        entry = summary.get(group, {})
+        if group in seconds:
+            entry[key] = round(seconds[group], 1)
+        entry["files"] = {f: dict(c) for f, c in files.items()}
+        summary[group] = entry
     summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True))
     lines = ["| group | module | mutants | killed | survived | no tests | timeout | killed % |", "|---|---|---|---|---|---|---|---|"]
     for group, info in sorted(summary.items()):
@@ -179,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--list", action="store_true", help="print the groups and exit")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2, help="mutants tested at once")
     parser.add_argument("--summary-only", action="store_true", help="only re-read the results of earlier runs")
+    parser.add_argument("--survivors", action="store_true",
+                        help="re-run only the last run's surviving mutants (with the current tests)")
     args = parser.parse_args(argv)
     if args.list:
         for name, (modules, tests, extra) in GROUPS.items():
@@ -192,9 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.summary_only:
         for group in groups:
             print(f"[mutation] {group} ...", flush=True)
-            seconds[group] = run(group, args.max_children)
+            seconds[group] = run(group, args.max_children, args.survivors)
             print(f"[mutation] {group}: {seconds[group]:.0f} s", flush=True)
-    summarise(groups, seconds)
+    summarise(groups, seconds, "survivors_seconds" if args.survivors else "seconds")
 
 
 if __name__ == "__main__":
