@@ -8,16 +8,11 @@
   candidate may sit exactly at it): a training row, a history or an interactions-table row at
   exactly the cut-off is refused, one just before it passes; the generators exclude a point at the
   cut-off.
-
-Imports go through data_prep's public modules as they are on main (after the move to
-``verl_flexrec.data``: ``verl_flexrec.data.esci`` and ``verl_flexrec.data.leakage``).
 """
 
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,11 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from data_prep import common  # noqa: E402
-from data_prep.common import DataPrepError, LeakageError, LeakRecord, check_no_leakage  # noqa: E402
-from data_prep.esci import check_query_leakage, read_examples, select_queries  # noqa: E402
+from verl_flexrec.data.candidates import candidate_pool, recent_history
+from verl_flexrec.data.esci import check_query_leakage, read_examples, select_queries
+from verl_flexrec.data.events import EventLog
+from verl_flexrec.data.interactions import training_interactions
+from verl_flexrec.data.io import DataPrepError
+from verl_flexrec.data.leakage import LeakageError, LeakRecord, check_no_leakage
+from verl_flexrec.data.split import training_limits
 
 LABELS = ["E", "S", "I"]  # mixed gains: every query is eligible
 
@@ -161,16 +158,16 @@ def test_interactions_table_row_exactly_at_a_cut_off_is_a_leak():
 def test_generators_leave_out_a_point_exactly_at_the_cut_off():
     """What the check guards: history, candidate pool and the critic's table are built with the
     same strict boundary (an interaction at exactly the cut-off is the test window's)."""
-    inter = common.Interactions(user=[1, 1, 1, 1], item=[10, 11, 12, 13], ts=[1.0, BEFORE, CUT, 12.0],
+    inter = EventLog(user=[1, 1, 1, 1], item=[10, 11, 12, 13], ts=[1.0, BEFORE, CUT, 12.0],
                                 interest=[1.0, 2.0, 3.0, 4.0])
-    items, ts, _, _ = common.recent_history(inter, 1, CUT, 10)
+    items, ts, _, _ = recent_history(inter, 1, CUT, 10)
     assert items.tolist() == [10, 11] and ts.tolist() == [1.0, BEFORE]
-    pool, _, _ = common.candidate_pool(inter, inter, 1, 1.0, CUT)
+    pool, _, _ = candidate_pool(inter, inter, 1, 1.0, CUT)
     assert pool.tolist() == [10, 11]
-    pool, _, _ = common.candidate_pool(inter, inter, 1, CUT, math.inf)
+    pool, _, _ = candidate_pool(inter, inter, 1, CUT, math.inf)
     assert pool.tolist() == [12, 13]
-    limits = common.training_limits(inter, {1: CUT}, 20.0)
+    limits = training_limits(inter, {1: CUT}, 20.0)
     assert limits.tolist() == [CUT] * 4
-    table, _ = common.training_interactions(inter, lambda i: (), {1: CUT}, 20.0, [], sparse_frac=None, seed=0)
+    table, _ = training_interactions(inter, lambda i: (), {1: CUT}, 20.0, [], sparse_frac=None, seed=0)
     assert table.column("item_id").to_pylist() == ["10", "11"]
-    assert np.array_equal(common.training_limits(inter, {}, 20.0), np.full(4, 20.0))
+    assert np.array_equal(training_limits(inter, {}, 20.0), np.full(4, 20.0))
