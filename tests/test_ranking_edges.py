@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from verl_flexrec.ranking import dcg, discounts, ideal_dcg, mrr, ndcg, recall, swap_item_rewards, top_n_relevant
+from verl_flexrec.ranking import (dcg, discounts, ideal_dcg, mrr, ndcg, recall, swap_item_rewards, top_n_relevant,
+                                  transform_gains)
 
 L3, L5 = 1 / math.log2(3), 1 / math.log2(5)  # discounts of ranks 2 and 4 (ranks 1 and 3: 1 and 1/2)
 
@@ -80,3 +81,31 @@ def test_swap_rewards_of_float32_gains_are_computed_in_float64():
         assert torch.equal(got, torch.from_numpy(want.astype(np.float32))), mode
         got_np = swap_item_rewards(g32, mode)
         assert got_np.dtype == np.float32 and np.array_equal(got_np, want.astype(np.float32)), mode
+
+
+def test_integer_gains_are_read_as_float64_in_both_libraries():
+    """Integer grades (the usual input) are computed in float64, not in torch's default float32
+    or in integer arithmetic: 1/3 needs float64 to be exact to 1e-15."""
+    for gains in (torch.tensor([[1, 3, 0, 2]]), np.array([[1, 3, 0, 2]])):
+        got = ndcg(gains)
+        assert got.dtype in (torch.float64, np.float64)
+        want = (1.0 + 3.0 * L3 + 2.0 * L5) / (3.0 + 2.0 * L3 + 0.5)
+        assert abs(float(got[0]) - want) < 1e-15
+        assert float(dcg(gains)[0]) == pytest.approx(1.0 + 3.0 * L3 + 2.0 * L5, rel=1e-15)
+        assert top_n_relevant(gains, 2).tolist() == [[False, True, False, True]]
+
+
+def test_transform_gains_is_linear_by_default():
+    g = np.array([0.0, 1.0, 3.0])
+    assert transform_gains(g) is g
+    np.testing.assert_array_equal(transform_gains(g, "exponential"), [0.0, 1.0, 7.0])
+
+
+def test_gradient_carrying_tensors_are_sorted_along_the_last_axis():
+    """A tensor that requires grad is sorted by torch (not via numpy); a 3-d batch shows the axis."""
+    g = torch.tensor([[[1.0, 3.0, 2.0], [0.0, 2.0, 5.0]], [[4.0, 1.0, 0.0], [2.0, 2.0, 1.0]]], dtype=torch.float64,
+                     requires_grad=True)
+    ideal = ideal_dcg(g)
+    want = torch.tensor([[3.0 + 2.0 * L3 + 0.5, 5.0 + 2.0 * L3], [4.0 + L3, 2.0 + 2.0 * L3 + 0.5]], dtype=torch.float64)
+    torch.testing.assert_close(ideal.detach(), want, rtol=1e-15, atol=0)
+    assert ideal.requires_grad

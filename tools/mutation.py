@@ -4,6 +4,7 @@
     python tools/mutation.py                   # every group (tens of minutes on 2 cores)
     python tools/mutation.py ranking parsing   # some groups
     python tools/mutation.py --list            # the groups, their modules and test files
+    python tools/mutation.py --sample 60 advantage   # 60 mutants drawn at random (seed 0)
 
 mutmut plants one small bug at a time (a changed operator, constant, comparison, argument ...)
 and runs the tests that call the mutated function; a mutant no test notices "survives". mutmut
@@ -14,9 +15,13 @@ plus the group's modules and the fast test files that exercise them. That keeps 
 to the group's own tests: a mutant in the ranking code does not run the trainer-seam tests.
 
 Re-running reuses mutmut's results for unchanged functions (delete ``.mutation/<group>`` to start
-over); ``--survivors`` re-checks only the last run's survivors against the current tests. Results: ``.mutation/summary.json`` and ``.mutation/summary.md`` (per module: killed /
-survived / no tests / timeout, and the score), ``.mutation/<group>/survivors.diff`` (each
-surviving mutant's diff). docs/mutation.md records the last run and explains the survivors.
+over); ``--survivors`` re-checks only the last run's survivors against the current tests;
+``--sample N`` checks N mutants per group drawn at random (a score with a confidence interval in
+a fraction of the time: each mutant costs a pytest start in a forked process, seconds on a
+loaded 2-core machine). Results: ``.mutation/summary.json`` and ``.mutation/summary.md`` (per
+module: mutants, checked, killed / survived / no tests / timeout, and the killed share of the
+checked ones with a Wilson 95 % interval), ``.mutation/<group>/survivors.diff`` (each surviving
+mutant's diff). docs/mutation.md records the last run and explains the survivors.
 
 Not in CI: it is slow. Never imported by the package.
 """
@@ -25,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -117,17 +124,57 @@ def prepare(group: str) -> Path:
     return where
 
 
-def run(group: str, max_children: int, survivors_only: bool = False) -> float:
+def _env(where: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # one thread per library in each mutant's process: forking a process whose thread pools are
+    # running can deadlock, and the machine's cores are the children's
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               HYPOTHESIS_STORAGE_DIRECTORY=str(where / ".hypothesis"))
+    return env
+
+
+def _mutmut() -> str:
+    return shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
+
+
+def _all_mutants(where: Path) -> dict[str, int | None]:
+    codes: dict[str, int | None] = {}
+    for meta in sorted((where / "mutants").rglob("*.py.meta")):
+        codes.update(json.loads(meta.read_text()).get("exit_code_by_key", {}))
+    return codes
+
+
+def _sample(where: Path, size: int, seed: int) -> list[str]:
+    """``size`` mutant names drawn without replacement (mutmut generates them first: a run whose
+    filter matches nothing generates the mutants and the test statistics, then stops)."""
+    if not _all_mutants(where):
+        with open(where / "mutmut.log", "w") as log:
+            subprocess.run([_mutmut(), "run", "--max-children", "1", "__generate_only__"], cwd=where, env=_env(where),
+                           stdout=log, stderr=subprocess.STDOUT)
+    names = sorted(_all_mutants(where))
+    if not names:
+        raise SystemExit(f"mutmut generated no mutants in {where} (see {where / 'mutmut.log'})")
+    chosen = random.Random(seed).sample(names, min(size, len(names)))
+    (where / "sample.json").write_text(json.dumps({"seed": seed, "size": len(chosen), "of": len(names),
+                                                   "mutants": sorted(chosen)}, indent=1))
+    return sorted(chosen)
+
+
+def run(group: str, max_children: int, survivors_only: bool = False, sample: int | None = None, seed: int = 0) -> float:
     where = prepare(group)
     names = _survivors(where) if survivors_only and (where / "mutants").exists() else []
     if survivors_only and not names:
         print(f"[mutation] {group}: no survivors to re-check", flush=True)
         return 0.0
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    # one thread per library in each mutant's process: forking a process whose thread pools are
-    # running can deadlock, and the machine's cores are the children's
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HYPOTHESIS_STORAGE_DIRECTORY=str(where / ".hypothesis"))
-    mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
+    if not sample and not survivors_only:
+        (where / "sample.json").unlink(missing_ok=True)  # a full run: the summary counts every mutant
+    if sample:
+        codes = _all_mutants(where)
+        names = [n for n in _sample(where, sample, seed) if codes.get(n) is None]  # checked ones stand
+        if not names:
+            return 0.0
+    env = _env(where)
+    mutmut = _mutmut()
     start = time.perf_counter()
     with open(where / "mutmut.log", "w") as log:
         code = subprocess.run([mutmut, "run", "--max-children", str(max_children), *names], cwd=where, env=env,
@@ -141,10 +188,15 @@ def run(group: str, max_children: int, survivors_only: bool = False) -> float:
 
 
 def _results(where: Path) -> dict[str, Counter]:
+    """Per module: how many mutants had each status (of the last sample when one was drawn)."""
     per_file: dict[str, Counter] = {}
+    sample_file = where / "sample.json"
+    sample = set(json.loads(sample_file.read_text())["mutants"]) if sample_file.exists() else None
     for meta in sorted((where / "mutants").rglob("*.py.meta")):
         data = json.loads(meta.read_text())
         codes = data.get("exit_code_by_key", {})
+        if sample is not None:
+            codes = {k: c for k, c in codes.items() if k in sample}
         if codes:
             per_file[str(meta.relative_to(where / "mutants"))[: -len(".meta")]] = Counter(
                 STATUS.get(c, "suspicious") for c in codes.values())
@@ -152,10 +204,16 @@ def _results(where: Path) -> dict[str, Counter]:
 
 
 def _survivors(where: Path) -> list[str]:
-    names = []
-    for meta in sorted((where / "mutants").rglob("*.py.meta")):
-        names += [k for k, c in json.loads(meta.read_text()).get("exit_code_by_key", {}).items() if c == 0]
-    return names
+    return sorted(k for k, c in _all_mutants(where).items() if c == 0)
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k / n."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    mid, half = (p + z * z / (2 * n)), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (mid - half) / (1 + z * z / n), (mid + half) / (1 + z * z / n)
 
 
 def _write_survivor_diffs(where: Path, env: dict) -> None:
@@ -176,15 +234,25 @@ def summarise(groups: list[str], seconds: dict[str, float], key: str = "seconds"
         if group in seconds:
             entry[key] = round(seconds[group], 1)
         entry["files"] = {f: dict(c) for f, c in files.items()}
+        sample_file = OUT / group / "sample.json"
+        if sample_file.exists():
+            drawn = json.loads(sample_file.read_text())
+            entry["sample"] = {k: drawn[k] for k in ("seed", "size", "of")}
+        else:
+            entry.pop("sample", None)
         summary[group] = entry
     summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True))
-    lines = ["| group | module | mutants | killed | survived | no tests | timeout | killed % |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| group | module | mutants | checked | killed | survived | no tests | timeout | killed % of checked (95 % CI) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for group, info in sorted(summary.items()):
         for path, c in sorted(info["files"].items()):
             total = sum(c.values())
+            checked = total - c.get("not checked", 0)
             killed = c.get("killed", 0) + c.get("timeout", 0)
-            lines.append(f"| {group} | {path} | {total} | {c.get('killed', 0)} | {c.get('survived', 0)} | "
-                         f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {100 * killed / max(total, 1):.1f} |")
+            lo, hi = wilson(killed, checked)
+            lines.append(f"| {group} | {path} | {total} | {checked} | {c.get('killed', 0)} | {c.get('survived', 0)} | "
+                         f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | "
+                         f"{100 * killed / max(checked, 1):.1f} ({100 * lo:.0f}–{100 * hi:.0f}) |")
     (OUT / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return summary
@@ -196,6 +264,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--list", action="store_true", help="print the groups and exit")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2, help="mutants tested at once")
     parser.add_argument("--summary-only", action="store_true", help="only re-read the results of earlier runs")
+    parser.add_argument("--sample", type=int, default=None, metavar="N",
+                        help="check N mutants per group drawn at random (the summary counts that sample)")
+    parser.add_argument("--seed", type=int, default=0, help="the sample's seed")
     parser.add_argument("--survivors", action="store_true",
                         help="re-run only the last run's surviving mutants (with the current tests)")
     args = parser.parse_args(argv)
@@ -211,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.summary_only:
         for group in groups:
             print(f"[mutation] {group} ...", flush=True)
-            seconds[group] = run(group, args.max_children, args.survivors)
+            seconds[group] = run(group, args.max_children, args.survivors, args.sample, args.seed)
             print(f"[mutation] {group}: {seconds[group]:.0f} s", flush=True)
     summarise(groups, seconds, "survivors_seconds" if args.survivors else "seconds")
 
