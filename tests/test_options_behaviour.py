@@ -182,3 +182,38 @@ def test_compute_score_parses_the_whole_flexrec_block():
     with pytest.raises(ValueError, match="normalize"):
         _verl_reward_fn({"uncertainty": {"normalize": "row"}})(
             data_source="x", solution_str=format_answer(IDS), ground_truth=gt, extra_info={})
+
+
+def test_rollout_uncertainty_is_float64_from_float32_variances():
+    """u = sum_k d_k^2 s2_k / IDCG^2, computed in float64 whatever the variances' dtype (a float32
+    sum loses the 1e-9 part below)."""
+    from verl_flexrec.uncertainty import rollout_uncertainty
+
+    var = torch.tensor([[1.0, 1e-9, 0.0]], dtype=torch.float32)
+    gains = torch.tensor([[1.0, 0.0, 0.0]])  # IDCG = 1
+    u = rollout_uncertainty(var, gains)
+    assert u.dtype == torch.float64
+    want = float(np.float32(1.0)) + float(np.float32(1e-9)) / math.log2(3) ** 2
+    assert float(u[0]) == want
+    assert float(rollout_uncertainty(var, gains, weighting="sum")[0]) == float(np.float32(1.0)) + float(np.float32(1e-9))
+
+
+def test_a_scale_exactly_at_both_bounds_is_not_flagged_clipped():
+    """Four equal uncertainties: the batch-normalised scale is exactly 1.0 (4x / 4 is exact), so
+    with min_scale = max_scale = 1 nothing lies outside the bounds."""
+    at = flexrec_advantages(torch.ones(4, L), INDEX[:4], SEQ[:4], uncertainty=torch.full((4,), 0.25),
+                            uncertainty_options=UncertaintyOptions(eps=EPS, min_scale=1.0, max_scale=1.0))
+    assert at.scale.tolist() == [1.0] * 4 and not at.clipped.any()
+    above = flexrec_advantages(torch.ones(4, L), INDEX[:4], SEQ[:4], uncertainty=torch.tensor([0.0, 1.0, 1.0, 1.0]),
+                               uncertainty_options=UncertaintyOptions(eps=EPS, min_scale=1.0, max_scale=1.0))
+    assert above.clipped.tolist() == [True] * 4  # one above 1, three below
+
+
+def test_group_ids_number_labels_by_how_they_print_in_order_of_first_appearance():
+    from verl_flexrec.uncertainty import group_ids
+
+    assert group_ids(["b", "a", "b", "c", "a"]).tolist() == [0, 1, 0, 2, 1]
+    assert group_ids([1, 1.0, "1"]).tolist() == [0, 1, 0]  # 1 and "1" print the same; 1.0 does not
+    assert group_ids([7, 7.0]).tolist() == [0, 1]
+    assert group_ids(np.array([["u1", "u2"], ["u1", "u3"]])).tolist() == [0, 1, 0, 2]  # flattened
+    assert group_ids([]).tolist() == [] and group_ids([]).dtype == torch.int64

@@ -195,11 +195,10 @@ def _results(where: Path) -> dict[str, Counter]:
     for meta in sorted((where / "mutants").rglob("*.py.meta")):
         data = json.loads(meta.read_text())
         codes = data.get("exit_code_by_key", {})
-        if sample is not None:
-            codes = {k: c for k, c in codes.items() if k in sample}
         if codes:
             per_file[str(meta.relative_to(where / "mutants"))[: -len(".meta")]] = Counter(
-                STATUS.get(c, "suspicious") for c in codes.values())
+                "not drawn" if sample is not None and k not in sample else STATUS.get(c, "suspicious")
+                for k, c in codes.items())
     return per_file
 
 
@@ -247,7 +246,7 @@ def summarise(groups: list[str], seconds: dict[str, float], key: str = "seconds"
     for group, info in sorted(summary.items()):
         for path, c in sorted(info["files"].items()):
             total = sum(c.values())
-            checked = total - c.get("not checked", 0)
+            checked = total - c.get("not checked", 0) - c.get("not drawn", 0)
             killed = c.get("killed", 0) + c.get("timeout", 0)
             lo, hi = wilson(killed, checked)
             lines.append(f"| {group} | {path} | {total} | {checked} | {c.get('killed', 0)} | {c.get('survived', 0)} | "
