@@ -570,3 +570,8 @@ def test_a_lone_bracket_is_extra_text_at_its_position_and_the_ids_are_still_read
 
 def test_format_answer_without_reasoning_has_an_empty_think_block():
     assert format_answer(["3", "1"]) == "<think></think>\n<answer>[3, 1]</answer>"
+
+
+def test_trailing_comma_detail():
+    parsed = parse_ranking("<think></think>\n<answer>[1, 2,]</answer>", ["1", "2"])
+    assert parsed.error is ParseError.EXTRA_TEXT and parsed.detail == "trailing comma in answer"
