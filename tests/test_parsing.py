@@ -575,3 +575,13 @@ def test_format_answer_without_reasoning_has_an_empty_think_block():
 def test_trailing_comma_detail():
     parsed = parse_ranking("<think></think>\n<answer>[1, 2,]</answer>", ["1", "2"])
     assert parsed.error is ParseError.EXTRA_TEXT and parsed.detail == "trailing comma in answer"
+
+
+def test_a_non_string_response_is_read_as_its_text():
+    class Text:  # e.g. a string-like object a rollout engine hands back
+        def __str__(self):
+            return format_answer(["2", "1"])
+
+    assert parse_ranking(Text(), ["1", "2"]).order == ("2", "1") and parse_ranking(Text(), ["1", "2"]).valid  # type: ignore[arg-type]
+    none = parse_ranking(None, ["1"])  # type: ignore[arg-type]
+    assert none.error is ParseError.MISSING_TAGS and "None" not in none.detail
