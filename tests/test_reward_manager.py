@@ -7,6 +7,7 @@ survives verl's plumbing (legacy numpy stacking, V1 validation metrics) and driv
 
 import asyncio
 import json
+import math
 
 import numpy as np
 import pytest
@@ -280,3 +281,25 @@ def test_live_critic_fill_inside_the_reward_manager(tokenizer, tmp_path):
     assert out_live["reward_score"] == pytest.approx(0.1 + ndcg_live, rel=1e-9)
     assert out_live["reward_extra_info"]["flexrec_uncertainty"] == pytest.approx(u_live, rel=1e-9)
     assert filled.gains[0] == gt.gains[0] and filled.gain_var[0] == 0.0 and all(v > 0 for v in filled.gain_var[1:3])
+
+
+def test_reward_options_from_the_algorithm_config_are_applied(tokenizer):
+    """Every reward option the manager reads from ``algorithm.flexrec.reward`` reaches the score:
+    format bonus, invalid penalty, cut-off, swap mode and gain (none of them the defaults)."""
+    cls = get_reward_manager_cls("flexrec")
+    options = {"format_bonus": 0.25, "invalid_penalty": -4.0, "cutoff": 3, "swap_mode": "independent", "gain": "exponential"}
+    manager = cls(config=OmegaConf.create({"algorithm": {"flexrec": {"reward": options}}}), tokenizer=tokenizer,
+                  compute_score=None)
+    order = IDS[::-1]
+    ids = tokenizer.encode(format_answer(order), add_special_tokens=False)
+    out = manager.score_text(ids, GroundTruth(candidates=IDS, gains=GAINS))
+    ranked = [2.0 ** GAINS[IDS.index(c)] - 1.0 for c in order]
+    d = [1 / math.log2(i + 2) for i in range(3)]
+    idcg3 = sum(g * w for g, w in zip(sorted(ranked, reverse=True), d))
+    ndcg3 = sum(g * w for g, w in zip(ranked, d)) / idcg3
+    assert out["reward_score"] == pytest.approx(0.25 + ndcg3, rel=1e-12)
+    # independent swap credit at cut-off 3: g_k d_k / IDCG@3 (0 past the cut-off)
+    want = [g * (d[k] if k < 3 else 0.0) / idcg3 for k, g in enumerate(ranked)]
+    np.testing.assert_allclose(decode_item_rewards(out["reward_extra_info"]), want, rtol=1e-6, atol=1e-7)
+    assert manager.score_text(tokenizer.encode("no answer", add_special_tokens=False),
+                              GroundTruth(candidates=IDS, gains=GAINS))["reward_score"] == -4.0

@@ -199,3 +199,65 @@ def test_only_the_final_output_of_each_session_counts(tokenizer, flexrec):
     assert metrics["flexrec/valid_ratio"] == pytest.approx(6 / 7)  # metrics over final outputs only
     if items:
         assert metrics["flexrec/uncertainty_scale/mean"] == pytest.approx(np.mean(list(scale.values())), abs=1e-6)
+
+
+# --- the trainer mixin's own checks, without verl's trainer ---------------------------------------
+
+class _VerlWithoutTheEstimator:
+    """A verl ``_compute_advantage`` that never calls the registered estimator."""
+
+    def _compute_advantage(self, batch, metrics):
+        return batch
+
+
+def _mixin_trainer(adv_estimator):
+    from omegaconf import OmegaConf
+
+    from verl_flexrec.integration.trainer import FlexRecTrainerMixin
+
+    class Trainer(FlexRecTrainerMixin, _VerlWithoutTheEstimator):
+        config = OmegaConf.create({"algorithm": {"adv_estimator": adv_estimator}})
+
+    return Trainer()
+
+
+def test_trainer_refuses_a_verl_that_skips_the_flexrec_estimator(monkeypatch):
+    from verl_flexrec.integration import handoff
+
+    empty = handoff.FlexRecBatch(uids=[], infos=[], response_lengths=[], real=[])
+    trainer = _mixin_trainer("flexrec")
+    monkeypatch.setattr(trainer, "_fetch_flexrec_batch", lambda batch: empty)
+    with pytest.raises(RuntimeError, match="did not call the flexrec estimator"):
+        trainer._compute_advantage("batch", {})
+    other = _mixin_trainer("grpo")  # another estimator: verl's own path, nothing to consume
+    monkeypatch.setattr(other, "_fetch_flexrec_batch", lambda batch: empty)
+    assert other._compute_advantage("batch", {}) == "batch"
+
+
+def test_trainer_reads_a_batch_without_extra_fields(monkeypatch):
+    """TransferQueue drops a field no rollout carries: with a non-FlexRec estimator (a GRPO
+    baseline run with the flexrec_sync trainer) the rows simply carry no FlexRec info."""
+    from types import SimpleNamespace
+
+    from verl_flexrec.integration import trainer as trainer_module
+
+    fetched = {"uid": ["u1", "u2", "u2"], "response_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]])}
+    monkeypatch.setattr(trainer_module.tq, "kv_batch_get", lambda **kw: dict(fetched))
+    batch = SimpleNamespace(keys=["u1_0", "u2_0", "u2_1"], partition_id="train", tags=[{}, {}, {"is_padding": True}])
+    provided = _mixin_trainer("grpo")._fetch_flexrec_batch(batch)
+    assert provided.uids == ["u1", "u2", "u2"] and provided.infos == [None, None, None]
+    assert provided.response_lengths == [2, 1, 3] and provided.real == [True, True, False]
+    with pytest.raises(ValueError, match="lacks"):  # the flexrec estimator needs the reward manager's info
+        _mixin_trainer("flexrec")._fetch_flexrec_batch(batch)
+
+
+def test_training_metrics_report_the_clipped_share():
+    from verl_flexrec.integration.item_data import encode_item_data
+    from verl_flexrec.integration.metrics import flexrec_training_metrics
+
+    infos = [{"flexrec_valid": 1.0, "flexrec_ndcg": 0.5, "flexrec_uncertainty": 0.1, "flexrec_error": "",
+              **encode_item_data([0.2, -0.2], [(0, 1), (1, 2)])}] * 4
+    out = flexrec_training_metrics(infos, torch.tensor([0.5, 1.0, 3.0, 1.5]), torch.tensor([True, False, True, False]))
+    assert out["flexrec/uncertainty_scale/clipped_ratio"] == 0.5
+    assert (out["flexrec/uncertainty_scale/min"], out["flexrec/uncertainty_scale/max"]) == (0.5, 3.0)
+    assert flexrec_training_metrics(infos, torch.ones(4))["flexrec/uncertainty_scale/clipped_ratio"] == 0.0
