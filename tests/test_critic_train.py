@@ -83,6 +83,11 @@ def test_save_load_roundtrip_and_cache(setup, tmp_path):
     np.testing.assert_allclose(m2, mean, rtol=1e-6)
     np.testing.assert_allclose(v2, var, rtol=1e-6)
     assert loaded.meta["best_epoch"] == pred.meta["best_epoch"]
+    # explicit categories for items the critic never saw are read through the loaded vocabulary
+    cats = [pred.categories.values[0], "|".join(pred.categories.values[:2]), "no-such-category"]
+    new_items = ["new-1", "new-2", "new-3"]
+    np.testing.assert_allclose(loaded.predict("u5", new_items, categories=cats)[0],
+                               pred.predict("u5", new_items, categories=cats)[0], rtol=1e-6)
     assert get_predictor(path) is get_predictor(str(path))
     assert not list(tmp_path.glob(".*tmp*"))  # atomic write left no temp file
 

@@ -175,3 +175,43 @@ def test_knn_variance_rises_with_the_neighbours_dispersion():
         ys = [y for u, _, y in triples if u == user]
         res += [y - np.mean(ys) for y in ys]
     assert filler.predict("a", ["t"])[1][0] == pytest.approx(2.0 * np.var(res) / (2 + 2.0), rel=1e-9)
+
+
+def _four_ratings():
+    # users u1 (a: 1, b: 3), u2 (a: 2), u3 (b: 6)
+    return Interactions(np.array(["u1", "u1", "u2", "u3"], dtype=object), np.array(["a", "b", "a", "b"], dtype=object),
+                        None, np.array([1.0, 3.0, 2.0, 6.0]))
+
+
+def test_knn_fallbacks_for_unknown_rows_and_columns_by_hand():
+    """An unknown user with a known item gets the item's mean and the variance of the
+    item-centred residuals; nothing known: the global mean and variance (population)."""
+    user = UserKNNFiller(k=5).fit(_four_ratings())
+    mean, var = user.predict(["new", "new"], ["a", "zz"])
+    # item means a: 1.5, b: 4.5; item-centred residuals -0.5, -1.5, 0.5, 1.5 -> variance 1.25
+    np.testing.assert_allclose(mean, [1.5, 3.0], rtol=1e-15)
+    np.testing.assert_allclose(var, [1.25, 3.5], rtol=1e-15)  # global: mean 3, variance 14 / 4
+    item = ItemKNNFiller(k=5).fit(_four_ratings())
+    mean, var = item.predict(["u1", "nobody"], ["zz", "zz"])
+    # user means u1: 2, u2: 2, u3: 6; user-centred residuals -1, 1, 0, 0 -> variance 0.5
+    np.testing.assert_allclose(mean, [2.0, 3.0], rtol=1e-15)
+    np.testing.assert_allclose(var, [0.5, 3.5], rtol=1e-15)
+
+
+def test_knn_with_one_rating_falls_back_to_unit_variance():
+    one = Interactions(np.array(["u1"], dtype=object), np.array(["a"], dtype=object), None, np.array([4.0]))
+    mean, var = UserKNNFiller().fit(one).predict(["u1", "new", "new"], ["a", "a", "zz"])
+    np.testing.assert_allclose(mean, [4.0, 4.0, 4.0])
+    np.testing.assert_allclose(var, [1.0, 1.0, 1.0])  # a variance of one value is no evidence: 1, not 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_fresh_ensemble_starts_at_no_correction_and_unit_variance(seed):
+    """Before training every member predicts mu ~ 0 and var ~ 1 (the standardised residual's
+    marginal), whatever the categories and need: small embedding and head initialisations."""
+    torch.manual_seed(seed)
+    model = CriticEnsemble(CriticConfig(ensemble=4, use_need=True), 6, n_categories=5, n_needs=3)
+    with torch.no_grad():
+        mu, var = model(torch.randn(200, 6), torch.randint(0, 6, (200, 2)), torch.randint(0, 4, (200,)))
+    assert float(mu.abs().max()) < 0.5
+    assert 0.7 < float(var.min()) and float(var.max()) < 1.4
