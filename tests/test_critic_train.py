@@ -212,3 +212,12 @@ def test_trained_critic_records_its_choices(setup):
     assert pred.meta["mf_reg"] is None or pred.meta["mf_reg"] in MF_REG_GRID
     assert ("mf" in pred.features.names) == (pred.meta["mf_reg"] is not None)
     assert pred.meta["validation"] == "random"  # synthetic points carry no timestamps
+
+
+def test_seen_pairs_are_the_training_pairs(setup):
+    m, train_mask, test_mask, pred, test, _, _ = setup
+    train = m.interactions(train_mask)
+    seen = pred.seen_pairs()
+    assert seen == set(zip(map(str, train.user_ids), map(str, train.item_ids)))
+    assert pred.seen_in_training(list(train.user_ids[:5]), list(train.item_ids[:5])).all()
+    assert not pred.seen_in_training(["never"], [str(train.item_ids[0])]).any()
