@@ -171,3 +171,18 @@ def test_generators_leave_out_a_point_exactly_at_the_cut_off():
     table, _ = training_interactions(inter, lambda i: (), {1: CUT}, 20.0, [], sparse_frac=None, seed=0)
     assert table.column("item_id").to_pylist() == ["10", "11"]
     assert np.array_equal(training_limits(inter, {}, 20.0), np.full(4, 20.0))
+
+
+def test_training_limits_against_a_per_row_lookup():
+    """Each interaction's limit is its user's test cut-off, else the default: users below, between
+    and above the ones with a cut-off, the first and the last of them, fractional cut-offs with an
+    integer default (float64 throughout)."""
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 12, 200)
+    inter = EventLog(user=users, item=np.arange(200), ts=rng.random(200) * 50, interest=np.ones(200))
+    cutoffs = {2: 10.5, 3: 7.25, 7: 30.75, 10: 0.5}
+    got = training_limits(inter, cutoffs, 20)
+    assert got.dtype == np.float64
+    assert got.tolist() == [cutoffs.get(int(u), 20.0) for u in inter.user]
+    assert {0, 1, 2, 5, 10, 11} <= set(inter.user.tolist())  # below, first, between, last, above
+    assert training_limits(EventLog([], [], [], []), cutoffs, 20.0).shape == (0,)

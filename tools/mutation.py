@@ -5,6 +5,7 @@
     python tools/mutation.py ranking parsing   # some groups
     python tools/mutation.py --list            # the groups, their modules and test files
     python tools/mutation.py --sample 60 advantage   # 60 mutants drawn at random (seed 0)
+    python tools/mutation.py --only '*uncertainty_scale__*' advantage   # every mutant of one function
 
 mutmut plants one small bug at a time (a changed operator, constant, comparison, argument ...)
 and runs the tests that call the mutated function; a mutant no test notices "survives". mutmut
@@ -29,6 +30,7 @@ Not in CI: it is slow. Never imported by the package.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import math
 import os
@@ -72,6 +74,13 @@ GROUPS: dict[str, tuple[list[str], list[str], list[str]]] = {
         ["tests/test_critic_units.py", "tests/test_critic_variance.py", "tests/test_critic_model.py",
          "tests/test_critic_knn.py", "tests/test_critic_baselines.py", "tests/test_critic_fill.py",
          "tests/test_critic_train.py"],
+        [],
+    ),
+    # data preparation's leakage rules (run with --only on the rule functions: the rest is I/O)
+    "data_leakage": (
+        ["verl_flexrec/data/esci.py", "verl_flexrec/data/leakage.py", "verl_flexrec/data/split.py",
+         "verl_flexrec/data/candidates.py"],
+        ["tests/test_data_leakage_rules.py", "tests/test_data_prep_esci.py", "tests/test_data_prep_common.py"],
         [],
     ),
     # the critic's training loop, data reading, evaluation and report (longer: each mutant trains)
@@ -144,9 +153,9 @@ def _all_mutants(where: Path) -> dict[str, int | None]:
     return codes
 
 
-def _sample(where: Path, size: int, seed: int) -> list[str]:
-    """``size`` mutant names drawn without replacement (mutmut generates them first: a run whose
-    filter matches nothing generates the mutants and the test statistics, then stops)."""
+def _generated(where: Path) -> list[str]:
+    """Every mutant name of the group (mutmut generates them first: a run whose filter matches
+    nothing generates the mutants and the test statistics, then stops)."""
     if not _all_mutants(where):
         with open(where / "mutmut.log", "w") as log:
             subprocess.run([_mutmut(), "run", "--max-children", "1", "__generate_only__"], cwd=where, env=_env(where),
@@ -154,23 +163,43 @@ def _sample(where: Path, size: int, seed: int) -> list[str]:
     names = sorted(_all_mutants(where))
     if not names:
         raise SystemExit(f"mutmut generated no mutants in {where} (see {where / 'mutmut.log'})")
-    chosen = random.Random(seed).sample(names, min(size, len(names)))
-    (where / "sample.json").write_text(json.dumps({"seed": seed, "size": len(chosen), "of": len(names),
-                                                   "mutants": sorted(chosen)}, indent=1))
+    return names
+
+
+def _select(where: Path, chosen: list[str], of: int, **how) -> list[str]:
+    (where / "sample.json").write_text(json.dumps({**how, "size": len(chosen), "of": of, "mutants": sorted(chosen)},
+                                                  indent=1))
     return sorted(chosen)
 
 
-def run(group: str, max_children: int, survivors_only: bool = False, sample: int | None = None, seed: int = 0) -> float:
+def _sample(where: Path, size: int, seed: int) -> list[str]:
+    """``size`` mutant names drawn without replacement."""
+    names = _generated(where)
+    return _select(where, random.Random(seed).sample(names, min(size, len(names))), len(names), seed=seed)
+
+
+def _only(where: Path, patterns: list[str]) -> list[str]:
+    """Every mutant whose name matches one of ``patterns`` (fnmatch, e.g. ``*uncertainty_scale__*``)."""
+    names = _generated(where)
+    chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    if not chosen:
+        raise SystemExit(f"no mutant of {where.name} matches {patterns}")
+    return _select(where, chosen, len(names), only=patterns)
+
+
+def run(group: str, max_children: int, survivors_only: bool = False, sample: int | None = None, seed: int = 0,
+        only: list[str] | None = None) -> float:
     where = prepare(group)
     names = _survivors(where) if survivors_only and (where / "mutants").exists() else []
     if survivors_only and not names:
         print(f"[mutation] {group}: no survivors to re-check", flush=True)
         return 0.0
-    if not sample and not survivors_only:
+    if not sample and not survivors_only and not only:
         (where / "sample.json").unlink(missing_ok=True)  # a full run: the summary counts every mutant
-    if sample:
+    if sample or only:
         codes = _all_mutants(where)
-        names = [n for n in _sample(where, sample, seed) if codes.get(n) is None]  # checked ones stand
+        chosen = _only(where, only) if only else _sample(where, sample, seed)
+        names = [n for n in chosen if codes.get(n) is None]  # checked ones stand
         if not names:
             return 0.0
     env = _env(where)
@@ -236,7 +265,7 @@ def summarise(groups: list[str], seconds: dict[str, float], key: str = "seconds"
         sample_file = OUT / group / "sample.json"
         if sample_file.exists():
             drawn = json.loads(sample_file.read_text())
-            entry["sample"] = {k: drawn[k] for k in ("seed", "size", "of")}
+            entry["sample"] = {k: drawn[k] for k in ("seed", "only", "size", "of") if k in drawn}
         else:
             entry.pop("sample", None)
         summary[group] = entry
@@ -266,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample", type=int, default=None, metavar="N",
                         help="check N mutants per group drawn at random (the summary counts that sample)")
     parser.add_argument("--seed", type=int, default=0, help="the sample's seed")
+    parser.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
+                        help="check every mutant whose name matches a pattern (fnmatch), e.g. '*uncertainty_scale__*'")
     parser.add_argument("--survivors", action="store_true",
                         help="re-run only the last run's surviving mutants (with the current tests)")
     args = parser.parse_args(argv)
@@ -281,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.summary_only:
         for group in groups:
             print(f"[mutation] {group} ...", flush=True)
-            seconds[group] = run(group, args.max_children, args.survivors, args.sample, args.seed)
+            seconds[group] = run(group, args.max_children, args.survivors, args.sample, args.seed, args.only)
             print(f"[mutation] {group}: {seconds[group]:.0f} s", flush=True)
     summarise(groups, seconds, "survivors_seconds" if args.survivors else "seconds")
 
