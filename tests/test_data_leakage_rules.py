@@ -186,3 +186,47 @@ def test_training_limits_against_a_per_row_lookup():
     assert got.tolist() == [cutoffs.get(int(u), 20.0) for u in inter.user]
     assert {0, 1, 2, 5, 10, 11} <= set(inter.user.tolist())  # below, first, between, last, above
     assert training_limits(EventLog([], [], [], []), cutoffs, 20.0).shape == (0,)
+
+
+def _events(rng, n, users=4, items=12):
+    ts = rng.integers(0, 20, n).astype(float)  # a coarse grid: ties in time and repeated items
+    return EventLog(user=rng.integers(0, users, n), item=rng.integers(0, items, n), ts=ts, interest=rng.random(n))
+
+
+def _rows(log, user):
+    return [(float(t), int(i), float(v)) for u, i, t, v in zip(log.user, log.item, log.ts, log.interest) if u == user]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_history_and_candidate_pool_against_a_row_by_row_reference(seed):
+    """History: the last ``length`` distinct items strictly before the time (each at its most
+    recent occurrence), oldest first. Pool: the first occurrence of each item of the source in
+    [start, end), leaving out items the user met before ``start`` anywhere in the full log."""
+    rng = np.random.default_rng(seed)
+    all_inter = _events(rng, 300)
+    keep = rng.random(300) < 0.6
+    source = EventLog(all_inter.user[keep], all_inter.item[keep], all_inter.ts[keep], all_inter.interest[keep])
+    for user in range(4):
+        rows = sorted(_rows(all_inter, user), key=lambda r: (r[0], r[1]))
+        for before in (0.0, 7.0, 13.0, 25.0):
+            latest = {}
+            for t, i, v in rows:
+                if t < before:
+                    latest[i] = (t, i, v)  # later rows overwrite: the most recent occurrence
+            recent = sorted(latest.values(), key=lambda r: (r[0], r[1]))
+            for length in (1, 3, 50):
+                items, ts, interest, n_distinct = recent_history(all_inter, user, before, length)
+                want = recent[-length:]
+                assert items.tolist() == [r[1] for r in want] and ts.tolist() == [r[0] for r in want]
+                assert interest.tolist() == [r[2] for r in want] and n_distinct == len(latest)
+        src = sorted(_rows(source, user), key=lambda r: (r[0], r[1]))
+        for start, end in ((0.0, 20.0), (5.0, 12.0), (12.0, 12.0), (8.0, 30.0)):
+            met = {i for t, i, _ in rows if t < start}
+            first = {}
+            for t, i, v in src:
+                if start <= t < end and i not in first:
+                    first[i] = (t, i, v)
+            want = [r for r in sorted(first.values(), key=lambda r: (r[0], r[1])) if r[1] not in met]
+            items, ts, interest = candidate_pool(source, all_inter, user, start, end)
+            assert items.tolist() == [r[1] for r in want], (user, start, end)
+            assert ts.tolist() == [r[0] for r in want] and interest.tolist() == [r[2] for r in want]
