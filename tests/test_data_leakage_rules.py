@@ -230,3 +230,13 @@ def test_history_and_candidate_pool_against_a_row_by_row_reference(seed):
             items, ts, interest = candidate_pool(source, all_inter, user, start, end)
             assert items.tolist() == [r[1] for r in want], (user, start, end)
             assert ts.tolist() == [r[0] for r in want] and interest.tolist() == [r[2] for r in want]
+
+
+def test_interactions_check_on_one_row_and_without_test_rows():
+    with pytest.raises(LeakageError, match="interactions row 0 \\(user u, item x\\): time 10.0 is not before"):
+        check_no_leakage([_rec("test")], global_cutoff=20.0, interactions=_table(["u"], [CUT]))
+    # only training rows: the global cut-off is every user's limit
+    train_only = [_rec("train", cutoff=5.0, cands=(("b", 6.0),))]
+    assert check_no_leakage(train_only, global_cutoff=20.0, interactions=_table(["u", "w"], [1.0, 19.5]))["interactions"] == 2
+    with pytest.raises(LeakageError, match="interactions row 1 \\(user w, item x\\): time 20.0 is not before the test cut-off 20.0"):
+        check_no_leakage(train_only, global_cutoff=20.0, interactions=_table(["u", "w"], [1.0, 20.0]))
