@@ -240,3 +240,30 @@ def test_interactions_check_on_one_row_and_without_test_rows():
     assert check_no_leakage(train_only, global_cutoff=20.0, interactions=_table(["u", "w"], [1.0, 19.5]))["interactions"] == 2
     with pytest.raises(LeakageError, match="interactions row 1 \\(user w, item x\\): time 20.0 is not before the test cut-off 20.0"):
         check_no_leakage(train_only, global_cutoff=20.0, interactions=_table(["u", "w"], [1.0, 20.0]))
+
+
+def test_esci_selection_is_seeded_sized_and_independent_of_row_order():
+    """The same seed picks the same queries whatever the order of the judgement rows; the sizes are
+    honoured; another seed picks others."""
+    df = _frame({q: (f"query {q}", "train" if q % 3 else "test") for q in range(1, 61)})
+    kw = dict(min_candidates=3, train_size=12, test_size=5)
+    chosen = _ids(select_queries(df, seed=7, **kw))
+    assert len(chosen["train"]) == 12 and len(chosen["test"]) == 5
+    shuffled = df.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    assert _ids(select_queries(shuffled, seed=7, **kw)) == chosen
+    assert _ids(select_queries(df, seed=7, **kw)) == chosen
+    assert _ids(select_queries(df, seed=8, **kw)) != chosen
+
+
+def test_a_user_with_several_test_rows_is_limited_by_the_earliest_cut_off():
+    records = [_rec("test", cutoff=8.0, cands=(("c", 9.0),)), _rec("test", cutoff=CUT, cands=(("b", 11.0),)),
+               _rec("train", cutoff=5.0, cands=(("d", 8.5),))]  # the earlier cut-off comes first
+    with pytest.raises(LeakageError, match="^train row of user u: time 8.5 is not before the test cut-off 8.0$"):
+        check_no_leakage(records)
+    with pytest.raises(LeakageError, match="^test row of user u: history time 10.0 is not before the cut-off 10.0$"):
+        check_no_leakage([_rec("test", hist=(("a", CUT),))])
+
+
+def test_a_training_row_without_times_is_not_a_leak():
+    empty = LeakRecord("train", "u", 5.0, (), (), (), ())
+    assert check_no_leakage([_rec("test"), empty], global_cutoff=20.0)["rows"] == 2
