@@ -585,3 +585,12 @@ def test_a_non_string_response_is_read_as_its_text():
     assert parse_ranking(Text(), ["1", "2"]).order == ("2", "1") and parse_ranking(Text(), ["1", "2"]).valid  # type: ignore[arg-type]
     none = parse_ranking(None, ["1"])  # type: ignore[arg-type]
     assert none.error is ParseError.MISSING_TAGS and "None" not in none.detail
+
+
+@pytest.mark.parametrize("response,where", [
+    ("hi <think>a</think>\n<answer>[1, 2]</answer>", "at char 0 before <think>"),
+    ("<think>a</think> x\n<answer>[1, 2]</answer>", "at char 17 between </think> and <answer>"),
+])
+def test_extra_text_details_say_where_around_the_think_block(response, where):
+    parsed = parse_ranking(response, ["1", "2"])
+    assert parsed.error is ParseError.EXTRA_TEXT and parsed.detail.endswith(where), parsed.detail
