@@ -217,3 +217,19 @@ def test_group_ids_number_labels_by_how_they_print_in_order_of_first_appearance(
     assert group_ids([7, 7.0]).tolist() == [0, 1]
     assert group_ids(np.array([["u1", "u2"], ["u1", "u3"]])).tolist() == [0, 1, 0, 2]  # flattened
     assert group_ids([]).tolist() == [] and group_ids([]).dtype == torch.int64
+
+
+def test_uncertainty_scale_defaults_and_degenerate_inputs_by_hand():
+    """Defaults eps = 0.01, batch normalisation, clip to [0, 3]; non-finite or negative u counts as
+    0 (the largest scale); eps must be > 0; an empty batch is empty in every mode."""
+    c = uncertainty_scale([0.0, 0.09], normalize="none", max_scale=math.inf)
+    np.testing.assert_allclose(c.numpy(), [100.0, 10.0], rtol=1e-12)
+    raw = np.array([100.0, 1 / 1.01, 1 / 1.01, 1 / 1.01])
+    np.testing.assert_allclose(uncertainty_scale([0.0, 1.0, 1.0, 1.0]).numpy(), np.minimum(raw / raw.mean(), 3.0), rtol=1e-12)
+    assert float(uncertainty_scale([0.0, 1.0, 1.0, 1.0])[0]) == 3.0
+    odd = uncertainty_scale([math.inf, math.nan, -1.0, 0.0], normalize="none", max_scale=math.inf)
+    np.testing.assert_allclose(odd.numpy(), [100.0] * 4, rtol=1e-12)
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        uncertainty_scale([0.1], eps=0.0)
+    for mode in ("batch", "group", "none"):
+        assert uncertainty_scale([], normalize=mode, index=[]).shape == (0,)
