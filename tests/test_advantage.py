@@ -211,8 +211,15 @@ def test_registered_estimator_reads_algorithm_flexrec_config():
     fn = core_algos.get_adv_estimator_fn("flexrec")
     cfg = OmegaConf.create({"norm_adv_by_std_in_grpo": True, "flexrec": {"advantage": {"item_norm": "pooled"}}})
     adv, _ = fn(tlr, mask, index=index, config=cfg, item_rewards=items, item_token_pos=pos, seq_reward=seq)
-    ref = flexrec_advantages(mask, index, seq, items, pos, options=AdvantageOptions(item_norm="pooled"))
-    assert torch.equal(adv, ref.advantages)
+    # reference: pooled item normalisation written out, verl's GRPO elsewhere (not the function itself)
+    ref_items = _reference_item_advantages(index, seq, items, pooled=True)
+    seq_ref, _ = _grpo(seq, mask, index)
+    item_value = torch.gather(ref_items, 1, pos.clamp(min=0))
+    on_item = (pos >= 0) & torch.isfinite(item_value)
+    expected = torch.where(on_item, item_value, seq_ref.double()) * mask
+    torch.testing.assert_close(adv.double(), expected, atol=1e-5, rtol=0)
+    position = _reference_item_advantages(index, seq, items, floor=0.1)  # the default would differ
+    assert (torch.gather(position, 1, pos.clamp(min=0)) - item_value)[on_item].abs().max() > 1e-3
     with pytest.raises(ValueError, match="unknown key"):
         fn(tlr, mask, index=index, config=OmegaConf.create({"flexrec": {"advantage": {"itemnorm": 1}}}), seq_reward=seq)
     with pytest.raises(ValueError, match="index"):

@@ -83,6 +83,11 @@ def test_save_load_roundtrip_and_cache(setup, tmp_path):
     np.testing.assert_allclose(m2, mean, rtol=1e-6)
     np.testing.assert_allclose(v2, var, rtol=1e-6)
     assert loaded.meta["best_epoch"] == pred.meta["best_epoch"]
+    # explicit categories for items the critic never saw are read through the loaded vocabulary
+    cats = [pred.categories.values[0], "|".join(pred.categories.values[:2]), "no-such-category"]
+    new_items = ["new-1", "new-2", "new-3"]
+    np.testing.assert_allclose(loaded.predict("u5", new_items, categories=cats)[0],
+                               pred.predict("u5", new_items, categories=cats)[0], rtol=1e-6)
     assert get_predictor(path) is get_predictor(str(path))
     assert not list(tmp_path.glob(".*tmp*"))  # atomic write left no temp file
 
@@ -207,3 +212,12 @@ def test_trained_critic_records_its_choices(setup):
     assert pred.meta["mf_reg"] is None or pred.meta["mf_reg"] in MF_REG_GRID
     assert ("mf" in pred.features.names) == (pred.meta["mf_reg"] is not None)
     assert pred.meta["validation"] == "random"  # synthetic points carry no timestamps
+
+
+def test_seen_pairs_are_the_training_pairs(setup):
+    m, train_mask, test_mask, pred, test, _, _ = setup
+    train = m.interactions(train_mask)
+    seen = pred.seen_pairs()
+    assert seen == set(zip(map(str, train.user_ids), map(str, train.item_ids)))
+    assert pred.seen_in_training(list(train.user_ids[:5]), list(train.item_ids[:5])).all()
+    assert not pred.seen_in_training(["never"], [str(train.item_ids[0])]).any()

@@ -116,6 +116,38 @@ def test_item_tokens_carry_item_level_advantages(tiny_run):
     assert item_level, "item tokens of every valid rollout share one advantage (no item-level credit)"
 
 
+def _sequence_advantage(row: dict) -> float | None:
+    """The advantage of a response token that spells no ranked id (None if every token does)."""
+    _, other = split_by_item_tokens(row)
+    return other[0] if other else None
+
+
+def test_dumped_advantages_agree_with_the_logged_metrics_and_grpo_normalisation(tiny_run):
+    """Per step, from the dump alone: the console's valid ratio is the share of valid rollouts, and
+    within each prompt group the sequence advantages are GRPO-normalised (mean 0, unbiased std 1,
+    or all 0 when the group's rewards are equal; the fixture is fully observed, so every
+    uncertainty scale is 1)."""
+    work, text = tiny_run
+    steps = _step_metrics(text)
+    for step in range(1, STEPS + 1):
+        path = work / "rollouts" / "advantages" / f"{step}.jsonl"
+        rows = [r for r in map(json.loads, path.read_text().splitlines()) if not r["key"].startswith("pad")]
+        valid = sum(r["valid"] == 1.0 for r in rows) / len(rows)
+        assert float(steps[step]["flexrec/valid_ratio"]) == pytest.approx(valid, abs=1e-6), step
+        groups: dict[str, list[float]] = {}
+        for row in rows:
+            a = _sequence_advantage(row)
+            if a is not None:
+                groups.setdefault(row["key"].rsplit("_", 2)[0], []).append(a)
+        assert groups
+        for uid, adv in groups.items():
+            t = torch.tensor(adv, dtype=torch.float64)
+            if len(adv) < 2 or t.abs().max() < 1e-6:
+                continue
+            assert abs(float(t.mean())) < 1e-4, (step, uid, adv)
+            assert float(t.std()) == pytest.approx(1.0, abs=1e-3), (step, uid, adv)
+
+
 def test_checkpoint_reloads(tiny_run):
     from transformers import AutoModelForCausalLM
 

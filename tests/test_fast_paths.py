@@ -374,3 +374,51 @@ def test_response_item_spans_identical_to_the_reference_offsets(tokenizer):
         text = tokenizer.decode(ids, skip_special_tokens=True)
         spans = parse_ranking(text, ids_).spans
         assert char_spans_to_token_spans(token_char_offsets(tokenizer, ids, text), spans) == char_spans_to_token_spans(reference_offsets(tokenizer, ids, text), spans)
+
+
+class _ListTokenizer:
+    """A tokenizer written out: id -> text, id 0 is special ("<s>"). ``lead_space`` makes decoding
+    one id alone differ from its piece in the joined text (as SentencePiece's leading-space rule
+    does), so the cached-pieces path cannot apply."""
+
+    PIECES = {0: "<s>", 1: "ab", 2: ",", 3: "c"}
+    all_special_ids = [0]
+
+    def __init__(self, lead_space=False):
+        self.lead_space, self.calls = lead_space, 0
+
+    def decode(self, ids, skip_special_tokens=False):
+        text = "".join(self.PIECES[i] for i in ids if not (skip_special_tokens and i == 0))
+        return (" " + text) if self.lead_space and len(ids) == 1 and text else text
+
+    def __call__(self, text, add_special_tokens=False, return_offsets_mapping=True):
+        self.calls += 1
+        ids, offsets, pos = [], [], 0
+        while pos < len(text):
+            i = next(i for i in (1, 2, 3) if text.startswith(self.PIECES[i], pos))
+            ids.append(i)
+            offsets.append((pos, pos + len(self.PIECES[i])))
+            pos += len(self.PIECES[i])
+        return {"input_ids": ids, "offset_mapping": offsets}
+
+
+def test_cached_pieces_skip_special_tokens_and_call_no_tokenizer():
+    tok = _ListTokenizer()
+    ids = [1, 2, 3, 0]  # "ab,c" then a special token
+    assert token_char_offsets(tok, ids, "ab,c") == [(0, 2), (2, 3), (3, 4), (4, 4)]
+    assert tok.calls == 0  # the pieces (special ones decoded as "") joined are the text
+
+
+def test_retokenised_offsets_give_special_tokens_the_empty_span_where_they_sit():
+    tok = _ListTokenizer(lead_space=True)
+    ids = [0, 1, 2, 3, 0]
+    assert token_char_offsets(tok, ids, "ab,c") == [(0, 0), (0, 2), (2, 3), (3, 4), (4, 4)]
+    assert tok.calls == 1
+
+
+def test_char_spans_to_token_spans_by_hand():
+    offsets = [(0, 2), (2, 3), (3, 3), (3, 5)]
+    assert char_spans_to_token_spans(offsets, [(0, 1), (2, 3), (4, 5)]) == [(0, 1), (1, 2), (3, 4)]
+    assert char_spans_to_token_spans(offsets, [(1, 4)]) == [(0, 4)]  # every token overlapping [1, 4)
+    assert char_spans_to_token_spans(offsets, [(6, 7)]) == [(4, 4)]  # past every token: empty, at the end
+    assert char_spans_to_token_spans([], [(0, 1)]) == [(0, 0)]

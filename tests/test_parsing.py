@@ -548,3 +548,49 @@ def test_reference_parser_is_not_vacuous():
     assert reference_parse(answer(["2", "1"]), ["1", "2"]) == (True, ["2", "1"])
     assert reference_parse(answer(["2", "2"]), ["1", "2"]) == (False, ["2"])
     assert reference_parse("<think>r</think><answer>[2,,1]</answer>", ["1", "2"]) == (False, None)
+
+
+def test_extra_text_details_name_the_text_and_its_position():
+    """The detail a user reads: the first 20 characters of the stray text, its offset, and where."""
+    one = parse_ranking("x<answer>[1, 2]</answer>", ["1", "2"], require_think=False)
+    assert one.error is ParseError.EXTRA_TEXT
+    assert one.detail == "unexpected text 'x<answer>[1, 2]</ans' at char 0 before <answer>"
+    assert parse_ranking("  <answer>[1, 2]</answer>", ["1", "2"], require_think=False).valid  # blanks only
+    tail = "<think>a</think>\n<answer>[1, 2]</answer> tail"
+    assert parse_ranking(tail, ["1", "2"]).detail == f"unexpected text 'tail' at char {tail.index('tail')} after </answer>"
+
+
+@pytest.mark.parametrize("body,bracket", [("[1, 2", "["), ("1, 2]", "]")])
+def test_a_lone_bracket_is_extra_text_at_its_position_and_the_ids_are_still_read(body, bracket):
+    response = f"<think></think>\n<answer>{body}</answer>"
+    parsed = parse_ranking(response, ["1", "2"])
+    assert parsed.error is ParseError.EXTRA_TEXT and parsed.order == ("1", "2")
+    assert parsed.detail == f"unbalanced bracket at char {response.index(bracket)}"
+
+
+def test_format_answer_without_reasoning_has_an_empty_think_block():
+    assert format_answer(["3", "1"]) == "<think></think>\n<answer>[3, 1]</answer>"
+
+
+def test_trailing_comma_detail():
+    parsed = parse_ranking("<think></think>\n<answer>[1, 2,]</answer>", ["1", "2"])
+    assert parsed.error is ParseError.EXTRA_TEXT and parsed.detail == "trailing comma in answer"
+
+
+def test_a_non_string_response_is_read_as_its_text():
+    class Text:  # e.g. a string-like object a rollout engine hands back
+        def __str__(self):
+            return format_answer(["2", "1"])
+
+    assert parse_ranking(Text(), ["1", "2"]).order == ("2", "1") and parse_ranking(Text(), ["1", "2"]).valid  # type: ignore[arg-type]
+    none = parse_ranking(None, ["1"])  # type: ignore[arg-type]
+    assert none.error is ParseError.MISSING_TAGS and "None" not in none.detail
+
+
+@pytest.mark.parametrize("response,where", [
+    ("hi <think>a</think>\n<answer>[1, 2]</answer>", "at char 0 before <think>"),
+    ("<think>a</think> x\n<answer>[1, 2]</answer>", "at char 17 between </think> and <answer>"),
+])
+def test_extra_text_details_say_where_around_the_think_block(response, where):
+    parsed = parse_ranking(response, ["1", "2"])
+    assert parsed.error is ParseError.EXTRA_TEXT and parsed.detail.endswith(where), parsed.detail

@@ -133,3 +133,52 @@ def test_fuzz_rewards_are_finite_and_bounded(response, mode):
     assert all(math.isfinite(r) and abs(r) <= 1.0 + 1e-9 for r in result.item_rewards)
     assert 0.0 <= result.uncertainty < math.inf
     assert result.valid == (len(result.item_rewards) == K)
+
+
+def _dcg_by_hand(ranked, k):
+    return sum(g / math.log2(i + 2) for i, g in enumerate(ranked[:k]))
+
+
+@pytest.mark.parametrize("order,recall5,mrr5", [
+    (["1", "6", "3", "10", "5", "2", "8", "4", "7", "9"], 2 / 5, 1 / 2),  # first relevant at rank 2
+    (["1", "5", "9", "3", "8", "6", "10", "2", "4", "7"], 0.0, 0.0),      # none in the top 5 (rank 6)
+])
+def test_evaluation_metrics_by_hand(order, recall5, mrr5):
+    """The four reported metrics on hand cases: relevant = the top 5 by gain (ids 6, 10, 2, 4, 7),
+    NDCG@5 and @10 written out, beside a reward NDCG at cut-off 3."""
+    result = score_response(format_answer(order), _gt(), RewardOptions(cutoff=3))
+    ranked = [GAINS[IDS.index(c)] for c in order]
+    ideal = sorted(GAINS, reverse=True)
+    assert set(result.metrics) == {"ndcg@5", "ndcg@10", "recall@5", "mrr@5"}
+    assert result.metrics["recall@5"] == recall5 and result.metrics["mrr@5"] == mrr5
+    assert result.metrics["ndcg@5"] == pytest.approx(_dcg_by_hand(ranked, 5) / _dcg_by_hand(ideal, 5), rel=1e-12)
+    assert result.metrics["ndcg@10"] == pytest.approx(_dcg_by_hand(ranked, 10) / _dcg_by_hand(ideal, 10), rel=1e-12)
+    assert result.ndcg == pytest.approx(_dcg_by_hand(ranked, 3) / _dcg_by_hand(ideal, 3), rel=1e-12)
+    assert result.score == pytest.approx(0.1 + result.ndcg, rel=1e-12)
+
+
+def test_invalid_response_scores_zero_on_every_metric():
+    result = score_response("no answer at all", _gt(), RewardOptions(invalid_penalty=-1.0))
+    assert result.ndcg == 0.0 and result.uncertainty == 0.0
+    assert result.metrics == {"ndcg@5": 0.0, "ndcg@10": 0.0, "recall@5": 0.0, "mrr@5": 0.0}
+    out = compute_score("flexrec/test", "no answer at all", _gt().to_dict(), {})
+    assert out == {"score": -2.0, "valid": 0.0, "ndcg": 0.0, "ndcg@5": 0.0, "ndcg@10": 0.0, "recall@5": 0.0, "mrr@5": 0.0}
+
+
+def test_uncertainty_follows_the_reward_cut_off():
+    """u = sum_{k <= c} d_k^2 s2_k / IDCG@c^2: variances past the cut-off do not count."""
+    var = [0.0, 0.0, 0.3, 0.0, 0.0, 0.1, 0.0, 0.0, 0.2, 0.0]
+    gt = _gt(observed=[v == 0 for v in var], gain_var=var)
+    order = ["3", "9", "1", "6", "2", "4", "5", "7", "8", "10"]  # variances 0.3, 0.2 at ranks 1-2, 0.1 at rank 4
+    result = score_response(format_answer(order), gt, RewardOptions(cutoff=3))
+    idcg3 = _dcg_by_hand(sorted(GAINS, reverse=True), 3)
+    assert result.uncertainty == pytest.approx((0.3 + 0.2 / math.log2(3) ** 2) / idcg3**2, rel=1e-12)
+
+
+def test_overflowing_exponential_gains_give_finite_rewards():
+    """2**1100 overflows float64: NDCG = inf/inf; the reward, metrics and item rewards stay finite."""
+    gt = GroundTruth(candidates=["a", "b", "c"], gains=[1100.0, 1.0, 0.0])
+    result = score_response(format_answer(["a", "b", "c"]), gt, RewardOptions(gain="exponential"))
+    assert result.valid
+    values = [result.score, result.ndcg, result.uncertainty, *result.metrics.values(), *result.item_rewards]
+    assert all(math.isfinite(v) for v in values), values

@@ -7,6 +7,7 @@ survives verl's plumbing (legacy numpy stacking, V1 validation metrics) and driv
 
 import asyncio
 import json
+import math
 
 import numpy as np
 import pytest
@@ -18,7 +19,6 @@ from verl.trainer.ppo import core_algos
 from verl.trainer.ppo.metric_utils import process_validation_metrics
 
 import verl_flexrec.register  # noqa: F401
-from verl_flexrec.advantage import flexrec_advantages
 from verl_flexrec.integration.item_data import (
     ITEM_REWARDS_KEY,
     ITEM_TOKENS_KEY,
@@ -204,9 +204,10 @@ def test_outputs_survive_verl_plumbing_and_drive_the_estimator(tokenizer, manage
 
     # reference: item advantages from each row's own arrays, per position within each prompt group
     rewards = [decode_item_rewards(i).tolist() for i in infos]
-    seq = torch.tensor([o["reward_score"] for o in outs])
-    ref = flexrec_advantages(mask, index, seq, kwargs["item_rewards"], None, kwargs["uncertainty"], item_tokens=kwargs["item_tokens"])
-    assert torch.equal(adv, ref.advantages)
+    # the default uncertainty scale, written out: 1 / (u + 0.01) over its batch mean, clipped at 3
+    u = kwargs["uncertainty"].double()
+    raw = 1.0 / (u + 0.01)
+    scales = (raw / raw.mean()).clamp(max=3.0)
     valid_rows = [i for i, r in enumerate(rewards) if r]
     assert valid_rows == [0, 1, 2, 3, 4]
     grp = [0, 1, 2, 3]
@@ -217,13 +218,15 @@ def test_outputs_survive_verl_plumbing_and_drive_the_estimator(tokenizer, manage
         expected = (vals - vals.mean()) / (torch.maximum(vals.std(), 0.1 * typical) + 1e-6)
         for j, i in enumerate(grp):
             first, end = item_token_spans(infos[i])[k]
-            scale = float(ref.scale[i])
+            scale = float(scales[i])
             torch.testing.assert_close(adv[i, first:end].double(), torch.full((end - first,), float(expected[j]) * scale, dtype=torch.float64), atol=1e-4, rtol=1e-4)
             assert (adv[i, first:end] != 0).all() or expected[j] == 0
     # invalid rollouts: every token carries the (scaled) sequence advantage, padding is zero
     for i in (5, 6):
         n = len(responses[i])
         assert torch.allclose(adv[i, :n], adv[i, 0].expand(n)) and (adv[i, n:] == 0).all()
+        grpo = core_algos.compute_grpo_outcome_advantage(tlr, mask, index)[0]  # verl's, on the same rewards
+        assert float(adv[i, 0]) == pytest.approx(float(grpo[i, 0]) * float(scales[i]), abs=1e-5)
     assert float(kwargs["uncertainty"][0]) > 0 and float(kwargs["uncertainty"][5]) == 0.0
 
 
@@ -251,7 +254,7 @@ def test_live_critic_fill_inside_the_reward_manager(tokenizer, tmp_path):
     gt = GroundTruth(
         candidates=IDS, gains=[g if o else 0.0 for g, o in zip(GAINS, observed)], observed=observed,
         user_id="u0", item_ids=[f"i{j}" for j in range(K)], interest=[g if o else 0.0 for g, o in zip(GAINS, observed)],
-        need_weight=[1.0] * K,
+        need_weight=[0.5] * K,  # not 1: a weight w must scale the mean by w and the variance by w**2
     )
     cls = get_reward_manager_cls("flexrec")
     live = cls(config=OmegaConf.create({"algorithm": {"flexrec": {"reward": {"critic_path": str(path)}}}}), tokenizer=tokenizer, compute_score=None)
@@ -263,4 +266,40 @@ def test_live_critic_fill_inside_the_reward_manager(tokenizer, tmp_path):
     out_pre = _run(offline, _data(tokenizer, ids, filled.to_dict()))  # same as filling the parquet offline
     assert out_live == out_pre
     assert out_live["reward_extra_info"]["flexrec_uncertainty"] > 0
+    # independently of fill(): the critic's raw prediction through the documented mapping
+    # (gain = w max(mu, 0), variance = w^2 s2), then NDCG and u = sum_k d_k^2 s2_k / IDCG^2 written out
+    unobs = [j for j in range(K) if not observed[j]]
+    mu, s2 = predictor.predict("u0", [f"i{j}" for j in unobs])
+    gains, var = list(gt.gains), [0.0] * K
+    for j, m, v in zip(unobs, mu, s2):
+        gains[j], var[j] = 0.5 * max(float(m), 0.0), 0.25 * float(v)
+    disc = [1 / np.log2(r + 2) for r in range(K)]
+    ranked = [IDS.index(c) for c in order]
+    idcg = sum(d * g for d, g in zip(disc, sorted(gains, reverse=True)))
+    ndcg_live = sum(d * gains[j] for d, j in zip(disc, ranked)) / idcg
+    u_live = sum(d * d * var[j] for d, j in zip(disc, ranked)) / idcg**2
+    assert out_live["reward_score"] == pytest.approx(0.1 + ndcg_live, rel=1e-9)
+    assert out_live["reward_extra_info"]["flexrec_uncertainty"] == pytest.approx(u_live, rel=1e-9)
     assert filled.gains[0] == gt.gains[0] and filled.gain_var[0] == 0.0 and all(v > 0 for v in filled.gain_var[1:3])
+
+
+def test_reward_options_from_the_algorithm_config_are_applied(tokenizer):
+    """Every reward option the manager reads from ``algorithm.flexrec.reward`` reaches the score:
+    format bonus, invalid penalty, cut-off, swap mode and gain (none of them the defaults)."""
+    cls = get_reward_manager_cls("flexrec")
+    options = {"format_bonus": 0.25, "invalid_penalty": -4.0, "cutoff": 3, "swap_mode": "independent", "gain": "exponential"}
+    manager = cls(config=OmegaConf.create({"algorithm": {"flexrec": {"reward": options}}}), tokenizer=tokenizer,
+                  compute_score=None)
+    order = IDS[::-1]
+    ids = tokenizer.encode(format_answer(order), add_special_tokens=False)
+    out = manager.score_text(ids, GroundTruth(candidates=IDS, gains=GAINS))
+    ranked = [2.0 ** GAINS[IDS.index(c)] - 1.0 for c in order]
+    d = [1 / math.log2(i + 2) for i in range(3)]
+    idcg3 = sum(g * w for g, w in zip(sorted(ranked, reverse=True), d))
+    ndcg3 = sum(g * w for g, w in zip(ranked, d)) / idcg3
+    assert out["reward_score"] == pytest.approx(0.25 + ndcg3, rel=1e-12)
+    # independent swap credit at cut-off 3: g_k d_k / IDCG@3 (0 past the cut-off)
+    want = [g * (d[k] if k < 3 else 0.0) / idcg3 for k, g in enumerate(ranked)]
+    np.testing.assert_allclose(decode_item_rewards(out["reward_extra_info"]), want, rtol=1e-6, atol=1e-7)
+    assert manager.score_text(tokenizer.encode("no answer", add_special_tokens=False),
+                              GroundTruth(candidates=IDS, gains=GAINS))["reward_score"] == -4.0

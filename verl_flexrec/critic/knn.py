@@ -121,7 +121,7 @@ class KNNFiller:
             disp = np.divide(
                 (w * (res_q - pred_res[:, None]) ** 2).sum(1), denom, out=np.zeros(len(q)), where=denom > 0
             )
-            n_eff = has.sum(1)
+            n_eff = (w > 0).sum(1)  # neighbours that contribute: a non-positive similarity is not used
             mean[q] = base + pred_res
             var[q] = (n_eff * disp + self.shrink * self.res_var) / (n_eff + self.shrink)
         return mean, np.maximum(var, 1e-12)

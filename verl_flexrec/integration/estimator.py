@@ -11,7 +11,9 @@ estimator one of two ways:
   ``reward_extra_info`` from TransferQueue and provides it through
   :mod:`verl_flexrec.integration.handoff` while verl's own ``_compute_advantage`` runs; the
   estimator checks the rows match (uid, response length) and uses ``token_level_rewards.sum(-1)``
-  as the sequence reward (so verl's in-reward KL penalty, when on, is included);
+  as the sequence reward (so verl's in-reward KL penalty, when on, is included); of a
+  multi-output trajectory only the final output enters the statistics, the earlier ones get its
+  sequence advantage (verl's GRPO does the same);
 * called directly, as keyword arguments.
 
 With neither, the estimator is verl's GRPO, exactly (it calls verl's function).
@@ -96,9 +98,11 @@ def _advantage_of_provided_batch(
     cfg: FlexRecConfig,
     norm_by_std: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """FlexRec advantages of the rows the trainer provided; verl's padding rows get zeros."""
+    """FlexRec advantages of the final outputs the trainer provided; an earlier output of a
+    multi-output trajectory gets its session's sequence advantage on every token (as verl's
+    GRPO broadcasts it); verl's padding rows get zeros."""
     provided.check_aligned(index, response_mask)
-    rows = [i for i, real in enumerate(provided.real) if real]
+    rows = [i for i, real in enumerate(provided.real) if real and provided.is_final(i)]
     all_real = len(rows) == len(provided)
     adv = None if all_real else torch.zeros_like(token_level_rewards)
     if rows:
@@ -120,6 +124,13 @@ def _advantage_of_provided_batch(
             adv = out.advantages.to(token_level_rewards.dtype)
         else:
             adv[sel] = out.advantages.to(adv.dtype)
+            earlier = [i for i, real in enumerate(provided.real) if real and not provided.is_final(i)]
+            if earlier:
+                pos = {row: j for j, row in enumerate(rows)}
+                final = torch.tensor([pos[provided.final_rows[i]] for i in earlier], dtype=torch.long)
+                seq = (out.seq_advantage.double() * out.scale.double()).to(torch.float32)[final]
+                at = torch.tensor(earlier, dtype=torch.long)
+                adv[at] = (seq[:, None] * response_mask[at].to(torch.float32)).to(adv.dtype)
         provided.result, provided.result_rows = out, rows
     provided.consumed = True
     return adv, adv

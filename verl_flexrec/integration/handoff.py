@@ -37,13 +37,17 @@ class FlexRecBatch:
     ``infos[i]`` is the reward manager's ``reward_extra_info`` of row ``i``, or ``None`` for rows
     that carry no item signal (verl's batch padding, non-final outputs of a multi-output
     trajectory). ``real[i]`` is False for verl's synthetic padding rows, which are left out of
-    every statistic.
+    every statistic. ``final_rows[i]`` is the row of the final output of row ``i``'s trajectory
+    (``i`` itself for a single-output one; ``None``: every row is final): only final outputs take
+    part in the statistics, an earlier output gets its session's sequence advantage, as verl's
+    ``compute_advantage_for_multi_trajectories`` does for GRPO.
     """
 
     uids: list[str]
     infos: list[dict[str, Any] | None]
     response_lengths: list[int]
     real: list[bool]
+    final_rows: list[int] | None = None
     # filled by the estimator
     consumed: bool = False
     result: Any = None  # verl_flexrec.advantage.FlexRecAdvantages of the real rows
@@ -56,6 +60,12 @@ class FlexRecBatch:
                 f"FlexRecBatch needs one entry per row: uids={n}, infos={len(self.infos)}, "
                 f"response_lengths={len(self.response_lengths)}, real={len(self.real)}"
             )
+        if self.final_rows is not None and len(self.final_rows) != n:
+            raise ValueError(f"FlexRecBatch needs one final row per row: uids={n}, final_rows={len(self.final_rows)}")
+
+    def is_final(self, i: int) -> bool:
+        """Whether row ``i`` is the final output of its trajectory."""
+        return self.final_rows is None or self.final_rows[i] == i
 
     def __len__(self) -> int:
         return len(self.uids)

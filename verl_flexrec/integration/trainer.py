@@ -87,19 +87,20 @@ def _row_sums(mask) -> list[int]:
     return [int(n) for n in mask.reshape(mask.shape[0], -1).sum(-1).tolist()]
 
 
-def _final_outputs(keys: list[str]) -> list[bool]:
-    """True for the last output of each ``{uid}_{session}_{index}`` trajectory (verl's key format)."""
-    last: dict[str, int] = {}
-    parsed = []
-    for key in keys:
+def _final_rows(keys: list[str]) -> list[int]:
+    """Row of the last output of each row's ``{uid}_{session}_{index}`` trajectory (verl's key format)."""
+    last: dict[str, tuple[int, int]] = {}  # trajectory -> (index, row) of its latest output
+    heads = []
+    for row, key in enumerate(keys):
         head, _, idx = key.rpartition("_")
         try:
             i = int(idx)
         except ValueError:
             head, i = key, 0
-        parsed.append((head, i))
-        last[head] = max(last.get(head, i), i)
-    return [last[head] == i for head, i in parsed]
+        heads.append(head)
+        if head not in last or last[head][0] < i:
+            last[head] = (i, row)
+    return [last[head][1] for head in heads]
 
 
 class FlexRecTrainerMixin:
@@ -120,10 +121,11 @@ class FlexRecTrainerMixin:
         # absent only if no rollout carries extra_fields (TransferQueue drops unknown fields)
         extra = _as_list(data.pop("extra_fields")) if "extra_fields" in data.keys() else [None] * len(uids)
         real = [not tag.get("is_padding", False) for tag in batch.tags]
-        final = _final_outputs(list(batch.keys))
+        final_rows = _final_rows(list(batch.keys))
         need_items = config_get(self.config, "algorithm.adv_estimator") == "flexrec"
         infos = []
-        for key, is_real, is_final, fields in zip(batch.keys, real, final, extra):
+        for row, (key, is_real, fields) in enumerate(zip(batch.keys, real, extra)):
+            is_final = final_rows[row] == row
             info = (fields or {}).get("reward_extra_info") if isinstance(fields, dict) else None
             has_keys = isinstance(info, dict) and _REQUIRED_KEYS <= info.keys()
             if is_real and not has_keys and need_items:
@@ -135,7 +137,7 @@ class FlexRecTrainerMixin:
                     "enable_resource_pool=true)"
                 )
             infos.append(info if has_keys and is_real and is_final else None)
-        return handoff.FlexRecBatch(uids=uids, infos=infos, response_lengths=lengths, real=real)
+        return handoff.FlexRecBatch(uids=uids, infos=infos, response_lengths=lengths, real=real, final_rows=final_rows)
 
     def _compute_advantage(self, batch, metrics: dict):
         provided = self._fetch_flexrec_batch(batch)
