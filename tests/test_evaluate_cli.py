@@ -236,3 +236,24 @@ def test_cli_gain_exponential_end_to_end(ml, tmp_path):
     # floor and ceiling head the per-need table too
     need_table = md.split("## NDCG@10 by need")[1]
     assert "| random floor (expected) |" in need_table and "| oracle ceiling |" in need_table
+
+
+def test_sample_is_a_seeded_subset_that_keeps_row_numbers(ml, tmp_path):
+    from verl_flexrec.evaluate.data import EvalDataError, load_rows
+
+    every = load_rows(ml / "test.parquet")
+    a = load_rows(ml / "test.parquet", sample=7, seed=3)
+    assert [r.index for r in a] == [r.index for r in load_rows(ml / "test.parquet", sample=7, seed=3)]
+    assert len(a) == 7 and [r.index for r in a] == sorted(r.index for r in a)
+    assert [r.index for r in a] != [r.index for r in load_rows(ml / "test.parquet", sample=7, seed=4)]
+    for r in a:  # the same row, key and all, as in the full read
+        assert r == every[r.index]
+    assert len(load_rows(ml / "test.parquet", sample=1000)) == len(every)
+    with pytest.raises(EvalDataError, match="not both"):
+        load_rows(ml / "test.parquet", 5, sample=5)
+    out = tmp_path / "sampled"
+    assert main(["--data", str(ml / "test.parquet"), "--baseline", "random", "--sample", "7", "--seed", "3",
+                 "--bootstrap", "0", "--out-dir", str(out), "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["meta"]["rows"] == 7 and res["meta"]["sample"] == 7
+    assert "a random sample of 7 rows" in (out / "results.md").read_text()

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a baseline default, e.g. sasrec.n_epochs=5 or bpr.factors=32 (repeatable)")
     p.add_argument("--out-dir", required=True, help="folder for results.json, results.md, results.png")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N rows")
+    p.add_argument("--sample", type=positive_int, default=None,
+                   help="evaluate a random subset of N rows drawn with --seed (not with --limit)")
     p.add_argument("--gain", choices=GAINS, default="linear",
                    help="NDCG's gain function: linear (the need-specific gain g itself, as trec_eval) or exponential "
                         "(2^g - 1; on 1-5 ratings a random ranking scores much lower). Default: linear")
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.model is None and not args.baseline:
         parser.error("give --model PATH or at least one --baseline NAME")
+    if args.limit is not None and args.sample is not None:
+        parser.error("give --limit or --sample, not both")
     try:
         options = parse_baseline_options(args.baseline_option)
     except argparse.ArgumentTypeError as e:
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = evaluate(
             args.data, model=args.model, backend=args.backend, baselines=args.baseline, train_data=args.train_data,
-            out_dir=args.out_dir, limit=args.limit, seed=args.seed, shuffle_seeds=args.shuffle_seeds,
+            out_dir=args.out_dir, limit=args.limit, sample=args.sample, seed=args.seed, shuffle_seeds=args.shuffle_seeds,
             n_boot=args.bootstrap, model_name=args.model_name, generation=generation if args.model else None,
             baseline_options=options, require_think=not args.no_require_think, progress=not args.no_progress,
             command=command, gain=args.gain,

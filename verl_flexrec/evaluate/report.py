@@ -99,6 +99,8 @@ def markdown_report(results: dict) -> str:
         f"- data: `{meta['data']}` — {meta['rows']} rows ({meta['scored_rows']} with a positive gain are scored), "
         f"{meta['users']} users, needs: {', '.join(meta['needs'])}, datasets: {', '.join(meta['datasets'])}, "
         f"candidates per row: {meta['candidates_per_row']}",
+        *([f"- a random sample of {meta['sample']} rows of the file, drawn with seed {meta['seed']}"]
+          if meta.get("sample") else []),
         _gain_line(meta),
         f"- seed {meta['seed']}; 95 % intervals: percentile bootstrap over users, "
         f"{meta['bootstrap']['replicates']} replicates; machine: {meta['machine']}",

@@ -232,6 +232,7 @@ def evaluate(
     train_data: str | Path | None = None,
     out_dir: str | Path | None = None,
     limit: int | None = None,
+    sample: int | None = None,
     seed: int = 0,
     shuffle_seeds: int = 0,
     n_boot: int = 1000,
@@ -254,6 +255,7 @@ def evaluate(
         out_dir: if given, write ``results.json``, ``results.md``, ``results.png`` (and
             ``responses.jsonl`` for a model) there.
         limit: evaluate the first ``limit`` rows only.
+        sample: evaluate a random subset of this many rows, drawn with ``seed``.
         seed: seeds tie-breaking, the random baseline, learned baselines, shuffles and the bootstrap.
         shuffle_seeds: evaluate every system on this many extra candidate orders.
         n_boot: bootstrap replicates (0 = no intervals).
@@ -268,7 +270,7 @@ def evaluate(
     names = resolve_baselines(baselines)
     if model is None and generator is None and not names:
         raise ValueError("nothing to evaluate: give a model (or generator) and/or at least one baseline")
-    rows = load_rows(data, limit)
+    rows = load_rows(data, limit, sample=sample, seed=seed)
     scored = [has_gain(evaluation_gains(r.truth)) for r in rows]
     variants = _variants(rows, shuffle_seeds, seed)
     systems: dict[str, Any] = {}
@@ -321,6 +323,7 @@ def evaluate(
             "observed_fraction": float(np.mean([np.mean(r.truth.observed) for r in rows])),
             "seed": seed,
             "gain": gain,
+            "sample": sample,
             "bootstrap": {"replicates": n_boot, "level": 0.95, "unit": "user (dataset, user_id)"},
             "shuffle_seeds": shuffle_seeds,
             "train_interactions": None if train is None else {"source": train.source, "pairs": int(len(train.frame)),
