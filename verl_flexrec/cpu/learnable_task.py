@@ -4,17 +4,18 @@ The fixture data of the tiny CPU job has random ratings, so a policy has nothing
 This task has one prompt feature that decides the right order, so validation NDCG can rise:
 
 * a catalogue of 10 movies, ids ``"0"``..``"9"``, two per genre (:data:`ITEM_GENRES`);
-* each row shows all 10 as candidates, in a seeded random order, with their genre
-  (``ID 7 | category: horror``, FlexRec's candidate line, :func:`verl_flexrec.prompt.render_candidate`),
-  after the need; the prompt is short (~150 tiny-tokenizer tokens, a third of FlexRec's full
-  layout with its answer-format paragraph) because every token costs warm-start and rollout time;
-* the **need** names a first-choice genre and a second-choice genre (the next one in
-  :data:`GENRES`): "I am in the mood for horror; romance would be my second choice.";
+* each row shows all 10 as candidates, in a seeded random order, with their genre, in FlexRec's
+  candidate line (``ID 7 | horror``, :func:`verl_flexrec.prompt.render_candidate`), after the
+  need: "Need: horror first, then romance." (the second choice is the next genre of
+  :data:`GENRES`). The prompt is short on purpose (~160 tiny-tokenizer tokens): every token
+  costs warm-start and rollout time, and a tiny model learns not to repeat an id more easily when
+  the answer is not diluted by a long prompt;
 * ratings on a 1-5 scale: first-choice genre 5, second-choice genre 3, the other six movies 1.
 
 So the best ranking puts the 2 first-choice movies first, then the 2 second-choice ones. With
 exponential gains (``2**r - 1``: 31, 7, 1) a uniformly random ranking scores NDCG@5 ~0.42
-(0.57 with linear gains, :func:`random_floor`); the oracle scores 1. Train and validation rows
+(0.57 with linear gains; :func:`verl_flexrec.evaluate.metrics.expected_random_metrics`); the
+oracle scores 1. Train and validation rows
 share the 5 needs and differ in candidate order (and the draw of needs), so the validation
 metric measures whether the policy learnt the need -> movies mapping, not the prompt order.
 
@@ -40,13 +41,14 @@ GENRES = ("comedy", "drama", "action", "horror", "romance")
 # item id i -> genre; a fixed, arbitrary assignment (two movies per genre, not i % 5)
 ITEM_GENRES = ("drama", "horror", "comedy", "romance", "action", "comedy", "drama", "romance", "action", "horror")
 RATINGS = {"first": 5.0, "second": 3.0, "other": 1.0}
+SYSTEM = "Rank all movie IDs."
 
 
 def need_for(genre: str) -> Need:
     """The need whose first choice is ``genre`` (second choice: the next genre of :data:`GENRES`)."""
     second = GENRES[(GENRES.index(genre) + 1) % len(GENRES)]
     return Need(name=f"likes_{genre}", title=f"Likes {genre}", side_info=("category",),
-                instruction=f"I am in the mood for {genre}; {second} would be my second choice.")
+                instruction=f"{genre} first, then {second}.")
 
 
 def _ratings(genre: str) -> list[float]:
@@ -59,9 +61,9 @@ def _row(split: str, index: int, genre: str, order: np.ndarray) -> dict:
     ids = [str(i) for i in order]
     ratings = _ratings(genre)
     need = need_for(genre)
-    lines = [render_candidate(Candidate(id=i, category=ITEM_GENRES[int(i)]), need.side_info, "") for i in ids]
-    messages = [{"role": "user", "content": f"My need: {need.instruction}\nCandidates:\n" + "\n".join(lines)
-                 + f"\nRank all {len(ids)} IDs."}]
+    # the genre as the title: "ID 7 | horror"
+    lines = [render_candidate(Candidate(id=i, title=ITEM_GENRES[int(i)]), ("title",), "") for i in ids]
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Need: {need.instruction}\n" + "\n".join(lines)}]
     gains = [ratings[int(i)] for i in ids]
     truth = GroundTruth(candidates=ids, gains=gains, observed=[True] * len(ids), gain_var=[0.0] * len(ids),
                         need=need.name, user_id=f"{split}-{index}", item_ids=ids, interest=gains,
