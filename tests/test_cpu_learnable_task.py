@@ -27,10 +27,10 @@ def test_rows_show_every_item_with_its_genre_and_the_need_decides_the_gains():
         text = r["prompt"][-1]["content"]
         first = r["extra_info"]["need"].removeprefix("likes_")
         second = GENRES[(GENRES.index(first) + 1) % 5]
-        assert text.startswith(f"Need: {first} first, then {second}.\n")
+        assert text.endswith(f"\nNeed: {first} first, then {second}.")  # the need last, before the answer
         assert sorted(truth.candidates) == [str(i) for i in range(10)]
         for cid, gain in zip(truth.candidates, truth.gains):
-            assert f"\nID {cid} | {ITEM_GENRES[int(cid)]}" in text
+            assert f"ID {cid} | {ITEM_GENRES[int(cid)]}\n" in text
             genre = ITEM_GENRES[int(cid)]
             assert gain == (5.0 if genre == first else 3.0 if genre == second else 1.0)
         assert text.index(f"ID {truth.candidates[0]} ") < text.index(f"ID {truth.candidates[-1]} ")  # prompt order

@@ -5,9 +5,9 @@ This task has one prompt feature that decides the right order, so validation NDC
 
 * a catalogue of 10 movies, ids ``"0"``..``"9"``, two per genre (:data:`ITEM_GENRES`);
 * each row shows all 10 as candidates, in a seeded random order, with their genre, in FlexRec's
-  candidate line (``ID 7 | horror``, :func:`verl_flexrec.prompt.render_candidate`), after the
-  need: "Need: horror first, then romance." (the second choice is the next genre of
-  :data:`GENRES`). The prompt is short on purpose (~160 tiny-tokenizer tokens): every token
+  candidate line (``ID 7 | horror``, :func:`verl_flexrec.prompt.render_candidate`), then the
+  need, last, right before the answer: "Need: horror first, then romance." (the second choice is
+  the next genre of :data:`GENRES`). The prompt is short on purpose (~160 tiny-tokenizer tokens): every token
   costs warm-start and rollout time, and a tiny model learns not to repeat an id more easily when
   the answer is not diluted by a long prompt;
 * ratings on a 1-5 scale: first-choice genre 5, second-choice genre 3, the other six movies 1.
@@ -63,7 +63,9 @@ def _row(split: str, index: int, genre: str, order: np.ndarray) -> dict:
     need = need_for(genre)
     # the genre as the title: "ID 7 | horror"
     lines = [render_candidate(Candidate(id=i, title=ITEM_GENRES[int(i)]), ("title",), "") for i in ids]
-    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Need: {need.instruction}\n" + "\n".join(lines)}]
+    # the need last, right before the answer: the first ranked id is a few tokens after it
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": "\n".join(lines) + f"\nNeed: {need.instruction}"}]
     gains = [ratings[int(i)] for i in ids]
     truth = GroundTruth(candidates=ids, gains=gains, observed=[True] * len(ids), gain_var=[0.0] * len(ids),
                         need=need.name, user_id=f"{split}-{index}", item_ids=ids, interest=gains,
