@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from verl_flexrec.atomic import write_text_atomic
 from verl_flexrec.cpu.learnable_task import DATA_SOURCE
 from verl_flexrec.cpu.measure import run_measured
 from verl_flexrec.evaluate.metrics import expected_random_metrics, ranking_metrics
@@ -266,6 +268,31 @@ def read_curves(path: Path) -> dict:
 # ---------------------------------------------------------------------------------------------
 # summary
 # ---------------------------------------------------------------------------------------------
+def _mean_ci(x: np.ndarray) -> dict:
+    """Mean and 95 % t half-width over seeds of a per-seed value (None where a seed has no value)."""
+    x = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(x).all():
+        return {"mean": None, "ci95": None}
+    return {"mean": float(np.mean(x)), "ci95": float(t_interval(x[:, None])[0])}
+
+
+def training_summary(seeds: list[dict], window: int = 10) -> dict:
+    """The sampled training rollouts in the first and last ``window`` steps: ValidRatio, and the
+    NDCG of the valid ones (verl's ``flexrec/ndcg/mean`` counts invalid rollouts as 0, so it is
+    divided by the step's ValidRatio): is the policy ranking better, or only failing less?"""
+    valid = np.array([s["train"]["valid_ratio"] for s in seeds])
+    ndcg = np.array([s["train"]["ndcg"] for s in seeds])
+    per_valid = np.where(valid > 0, ndcg / np.where(valid > 0, valid, 1.0), np.nan)
+    w = min(window, valid.shape[1])
+    out = {"window_steps": w}
+    for name, x in (("valid_ratio", valid), ("ndcg_of_valid", per_valid)):
+        with warnings.catch_warnings():  # a window without one valid rollout: NaN, reported as None
+            warnings.simplefilter("ignore", RuntimeWarning)
+            first, last = np.nanmean(x[:, :w], 1), np.nanmean(x[:, -w:], 1)
+        out[name] = {"first": _mean_ci(first), "last": _mean_ci(last), "change": _mean_ci(last - first)}
+    return out
+
+
 def summarise(runs: dict[str, list[dict]]) -> dict:
     out: dict = {"arms": {}}
     area = {}
@@ -283,6 +310,7 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
             "rise": {"mean": float((ndcg[:, -1] - ndcg[:, 0]).mean()),
                      "ci95": float(t_interval((ndcg[:, -1] - ndcg[:, 0])[:, None])[0])},
             "area": {"mean": float(area[arm].mean()), "ci95": float(t_interval(area[arm][:, None])[0])},
+            "training_rollouts": training_summary(seeds),
         }
     if set(area) == {"flexrec", "grpo"}:
         diff = area["flexrec"] - area["grpo"]
@@ -318,6 +346,16 @@ def markdown(results: dict) -> str:
                      f"{a['end']['ci95']:.3f} | {a['rise']['mean']:+.3f} ± {a['rise']['ci95']:.3f} | "
                      f"{a['area']['mean']:.3f} ± {a['area']['ci95']:.3f} | {a['valid_ratio']['mean'][-1]:.3f} ± "
                      f"{a['valid_ratio']['ci95'][-1]:.3f} |")
+    w = next(iter(s["arms"].values()))["training_rollouts"]["window_steps"]
+    lines += ["", f"Training rollouts (sampled, temperature 1), first vs last {w} steps, mean ± 95 % t-interval",
+              "", "| arm | ValidRatio first | last | change | NDCG of valid rollouts first | last | change |",
+              "|---|---|---|---|---|---|---|"]
+    for arm, a in s["arms"].items():
+        t = a["training_rollouts"]
+        cells = ["–" if t[k][p]["mean"] is None else
+                 f"{t[k][p]['mean']:{'+' if p == 'change' else ''}.3f} ± {t[k][p]['ci95']:.3f}"
+                 for k in ("valid_ratio", "ndcg_of_valid") for p in ("first", "last", "change")]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     d = s.get("flexrec_minus_grpo")
     if d:
         lines += ["", (f"FlexRec − GRPO, paired by seed: mean over validations {d['area']['mean']:+.3f} ± "
@@ -351,17 +389,21 @@ def plot(results: dict, path: Path) -> None:
             ax.fill_between(steps, mean - ci, mean + ci, color=colors.get(arm), alpha=0.2)
             for s in seeds:
                 ax.plot(s["val"]["step"], s["val"][key], color=colors.get(arm), alpha=0.35, linewidth=0.8)
-        # training rollouts (sampled at temperature 1): NDCG of each step's rollouts, invalid ones 0
-        train = np.array([s["train"]["ndcg"] for s in seeds])
-        width = max(1, train.shape[1] // 10)
-        axes[2].plot(seeds[0]["train"]["step"], _smooth(train.mean(0), width), color=colors.get(arm),
-                     label=f"{arm} (mean of {len(seeds)}, {width}-step moving average)", linewidth=2)
+        # training rollouts (sampled at temperature 1): ValidRatio, and the NDCG of the valid ones
+        valid = np.array([s["train"]["valid_ratio"] for s in seeds])
+        ndcg = np.array([s["train"]["ndcg"] for s in seeds])
+        width = max(1, valid.shape[1] // 10)
+        steps = seeds[0]["train"]["step"]
+        axes[2].plot(steps, _smooth(ndcg.sum(0) / np.maximum(valid.sum(0), 1e-9), width), color=colors.get(arm),
+                     label=f"{arm}: NDCG of valid rollouts", linewidth=2)
+        axes[2].plot(steps, _smooth(valid.mean(0), width), color=colors.get(arm), linestyle="--",
+                     label=f"{arm}: ValidRatio", linewidth=1.5)
     for ax in axes[:1]:
         ax.axhline(ref["random_floor"], color="black", linestyle="--", linewidth=1, label="random floor (expected)")
         ax.axhline(ref["oracle_ceiling"], color="black", linestyle=":", linewidth=1, label="oracle ceiling")
     axes[0].set_ylabel(f"validation NDCG@5 ({GAIN} gain, greedy)")
     axes[1].set_ylabel("validation ValidRatio (greedy)")
-    axes[2].set_ylabel("training rollouts' full-list NDCG (sampled, T=1)")
+    axes[2].set_ylabel("training rollouts (sampled, T=1; moving average)")
     for ax in axes:
         ax.set_xlabel("training step (verl main_ppo)")
         ax.set_ylim(0, 1.05)
@@ -415,10 +457,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collect", action="store_true",
                    help="train nothing: summarise the finished runs in --work-dir (seeds both arms finished)")
     p.add_argument("--report", type=Path, default=None, metavar="JSON",
-                   help="print the tables of a results file and redraw its plot (next to it); runs nothing")
+                   help="print the tables of a results file, redraw its plot (next to it) and bring its summary up "
+                        "to date with its curves; trains nothing")
     args = p.parse_args(argv)
     if args.report is not None:
         results = json.loads(args.report.read_text())
+        summary = summarise(results["runs"])  # from the recorded curves
+        if summary != results["summary"]:  # a file written before a summary statistic was added
+            results["summary"] = summary
+            write_text_atomic(args.report, json.dumps(results, indent=1) + "\n")
         plot(results, args.report.with_suffix(".png"))
         print(markdown(results))
         return 0
@@ -475,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         results["total_wall_s"] = None
         results["environment"]["collected_from_finished_runs"] = True
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_text_atomic(out, json.dumps(results, indent=1) + "\n")
     plot(results, out.with_suffix(".png"))
     print(markdown(results))
     print(f"total {results['total_wall_s'] or 0:.0f} s; load average before {load_before}, after {_load()}; "

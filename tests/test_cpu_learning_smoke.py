@@ -81,6 +81,7 @@ def test_results_are_complete_finite_and_hold_no_machine_paths(smoke):
     assert set(summary["arms"]) == {"flexrec", "grpo"} and "verdict" in summary["flexrec_minus_grpo"]
     for arm in summary["arms"].values():
         assert all(math.isfinite(x) for x in arm["ndcg@5"]["mean"])
+        assert arm["training_rollouts"]["window_steps"] == res["settings"]["steps"]
     assert "random floor (expected)" in stdout and "oracle ceiling" in stdout and "exponential gain" in stdout
 
 
