@@ -203,3 +203,57 @@ def test_hand_written_rows_with_json_ground_truth(tmp_path):
     minimum = (1 / math.log2(4) + 2 / math.log2(5)) / (2 + 1 / math.log2(3))
     assert res["systems"]["reversed_oracle"]["overall"]["strict"]["ndcg@10"]["mean"] == pytest.approx(minimum)
     assert res["meta"]["users"] == 3  # no user id: each row is its own bootstrap unit
+
+
+def test_cli_gain_exponential_end_to_end(ml, tmp_path):
+    """``--gain exponential``: systems, random floor and oracle ceiling all use 2^g - 1, and the
+    tables say so; checked against NDCG computed here from the raw parquet with transformed gains."""
+    outs = {}
+    for gain in ("linear", "exponential"):
+        outs[gain] = tmp_path / gain
+        assert main(["--data", str(ml / "test.parquet"), "--baseline", "reversed_oracle,oracle", "--gain", gain,
+                     "--bootstrap", "20", "--out-dir", str(outs[gain]), "--no-progress"]) == 0
+    res = json.loads((outs["exponential"] / "results.json").read_text())
+    lin = json.loads((outs["linear"] / "results.json").read_text())
+    assert res["meta"]["gain"] == "exponential" and lin["meta"]["gain"] == "linear"
+    scored = [r["gains"] for r in _raw_rows(ml / "test.parquet") if any(r["gains"])]
+    exp_gains = [[2.0 ** g - 1.0 for g in gains] for gains in scored]
+    worst = np.mean([_ndcg(sorted(g), g, 10) for g in exp_gains])
+    assert res["systems"]["reversed_oracle"]["overall"]["strict"]["ndcg@10"]["mean"] == pytest.approx(worst)
+    assert lin["systems"]["reversed_oracle"]["overall"]["strict"]["ndcg@10"]["mean"] == pytest.approx(
+        np.mean([_ndcg(sorted(g), g, 10) for g in scored]))
+    d = [1 / math.log2(i + 2) for i in range(10)]
+    floor = np.mean([np.mean(g) * sum(d[:5]) / sum(x * d[i] for i, x in enumerate(sorted(g, reverse=True)[:5]))
+                     for g in exp_gains])
+    assert res["floor"]["overall"]["ndcg@5"] == pytest.approx(floor)
+    assert res["floor"]["overall"]["ndcg@5"] != pytest.approx(lin["floor"]["overall"]["ndcg@5"])
+    assert res["ceiling"]["overall"]["ndcg@5"] == pytest.approx(1.0)
+    assert res["ceiling"]["overall"]["recall@5"] == pytest.approx(
+        res["systems"]["oracle"]["overall"]["strict"]["recall@5"]["mean"])
+    md = (outs["exponential"] / "results.md").read_text()
+    assert "**gain: exponential**" in md and "2^g − 1" in md
+    assert f"| random floor (expected) | – | {floor:.3f} |" in md and "| oracle ceiling | – | 1.000 |" in md
+    # floor and ceiling head the per-need table too
+    need_table = md.split("## NDCG@10 by need")[1]
+    assert "| random floor (expected) |" in need_table and "| oracle ceiling |" in need_table
+
+
+def test_sample_is_a_seeded_subset_that_keeps_row_numbers(ml, tmp_path):
+    from verl_flexrec.evaluate.data import EvalDataError, load_rows
+
+    every = load_rows(ml / "test.parquet")
+    a = load_rows(ml / "test.parquet", sample=7, seed=3)
+    assert [r.index for r in a] == [r.index for r in load_rows(ml / "test.parquet", sample=7, seed=3)]
+    assert len(a) == 7 and [r.index for r in a] == sorted(r.index for r in a)
+    assert [r.index for r in a] != [r.index for r in load_rows(ml / "test.parquet", sample=7, seed=4)]
+    for r in a:  # the same row, key and all, as in the full read
+        assert r == every[r.index]
+    assert len(load_rows(ml / "test.parquet", sample=1000)) == len(every)
+    with pytest.raises(EvalDataError, match="not both"):
+        load_rows(ml / "test.parquet", 5, sample=5)
+    out = tmp_path / "sampled"
+    assert main(["--data", str(ml / "test.parquet"), "--baseline", "random", "--sample", "7", "--seed", "3",
+                 "--bootstrap", "0", "--out-dir", str(out), "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["meta"]["rows"] == 7 and res["meta"]["sample"] == 7
+    assert "a random sample of 7 rows" in (out / "results.md").read_text()

@@ -98,6 +98,25 @@ def test_changed_settings_and_interrupted_steps_rerun_only_what_they_affect(firs
     assert all(signatures(work)[s] != base[s] for s in STEPS)
 
 
+def test_gain_reaches_the_table_and_reruns_only_the_baselines(first, tmp_path):
+    root, _ = first
+    work = tmp_path / "work"
+    import shutil
+
+    shutil.copytree(root / "work", work)
+    base = signatures(work)
+    linear = json.loads((work / "baselines" / "results.json").read_text())
+    result = quickstart(work, root / "raw", "--gain", "exponential")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count(": reused -> ") == 2  # data and critic
+    assert signatures(work)["baselines"] != base["baselines"]
+    exp = json.loads((work / "baselines" / "results.json").read_text())
+    assert linear["meta"]["gain"] == "linear" and exp["meta"]["gain"] == "exponential"
+    assert exp["floor"]["overall"]["ndcg@5"] < linear["floor"]["overall"]["ndcg@5"]  # 2^r - 1 on 1-5 ratings
+    assert "**gain: exponential**" in result.stdout
+    assert "| random floor (expected) |" in result.stdout and "| oracle ceiling |" in result.stdout
+
+
 def test_failing_step_leaves_nothing_and_says_which(first, tmp_path):
     root, _ = first
     work = tmp_path / "work"

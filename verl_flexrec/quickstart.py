@@ -183,13 +183,13 @@ def critic_step(args, workdir: Path) -> Step:
 
 
 def baselines_step(args, workdir: Path) -> Step:
-    settings = {"seed": args.seed, "baselines": args.baselines}
+    settings = {"seed": args.seed, "baselines": args.baselines, "gain": args.gain}
 
     def run(tmp: Path) -> dict:
         data = workdir / "data"
         # the evaluator reads interactions.parquet next to train.parquet (every observed training rating)
         cmd = [sys.executable, "-m", "verl_flexrec.evaluate", "--data", data / "test.parquet",
-               "--train-data", data / "train.parquet", "--out-dir", tmp, "--seed", args.seed]
+               "--train-data", data / "train.parquet", "--out-dir", tmp, "--seed", args.seed, "--gain", args.gain]
         for name in args.baselines:
             cmd += ["--baseline", name]
         # implicit's ALS/BPR run one thread each; a threaded OpenBLAS underneath only oversubscribes
@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", nargs="+", default=None,
                    help=f"baselines to evaluate (default: {' '.join(DEFAULT_BASELINES)}, the last three when the "
                         f"'eval' extra is installed; 'all' adds SASRec, which takes many minutes on a CPU)")
+    p.add_argument("--gain", choices=("linear", "exponential"), default="linear",
+                   help="NDCG's gain in the results table: linear (the rating itself) or exponential (2^r - 1, "
+                        "which gives a much lower random floor); default: linear")
     p.add_argument("--critic-epochs", type=positive_int, default=None, help="critic: maximum epochs")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads for the critic (default: 1; the critic is small, more threads mostly add "

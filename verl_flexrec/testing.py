@@ -122,18 +122,20 @@ def build_tiny_tokenizer(out_dir: str | Path | None = None) -> PreTrainedTokeniz
 
 
 def build_tiny_model(
-    tokenizer: PreTrainedTokenizerFast, out_dir: str | Path | None = None, seed: int = 0
+    tokenizer: PreTrainedTokenizerFast, out_dir: str | Path | None = None, seed: int = 0, *,
+    hidden_size: int = 64, num_layers: int = 2,
 ) -> Qwen2ForCausalLM:
     """A randomly initialised 2-layer Qwen2 (~100k parameters, float32) sized to ``tokenizer``.
 
+    ``hidden_size`` (a multiple of 4; the MLP is twice as wide) and ``num_layers`` make it larger.
     If ``out_dir`` is given, the model and the tokenizer are saved there together, so the
     directory works as a verl ``model.path``. The global torch RNG state is left untouched.
     """
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=8192,

@@ -1,12 +1,13 @@
 """Build everything the tiny CPU job needs: fixture data, a tokenizer and a warm-started tiny model.
 
-``python -m verl_flexrec.cpu.tiny_setup --workdir DIR [--dataset ml-1m|kuairec]`` writes
+``python -m verl_flexrec.cpu.tiny_setup --workdir DIR [--dataset ml-1m|kuairec|genre_task]`` writes
 
 * ``DIR/raw/``: a small synthetic dataset in the official raw format (:mod:`verl_flexrec.data.fixtures`);
 * ``DIR/data/{train,test}.parquet``: data preparation run on it (:mod:`verl_flexrec.data`, 10
   candidates, 5 history items), i.e. the same verl parquet a real run uses; or, with
   ``--train-file`` / ``--val-file``, seeded subsets of parquet you prepared (the quickstart passes
-  ML-100k);
+  ML-100k); or, with ``--dataset genre_task``, a task a tiny model can learn (:mod:`.learnable_task`,
+  no raw files);
 * ``DIR/model/``: the tiny byte-level BPE tokenizer and a random-init 2-layer Qwen2
   (``verl_flexrec.testing``), warm-started (:mod:`.warm_start`) so some rollouts are valid
   rankings.
@@ -74,8 +75,14 @@ def copy_data(workdir: Path, train_file: Path, val_file: Path, *, max_train: int
     return out
 
 
-def build_model(workdir: Path, train_parquet: Path, *, sft_steps: int, seed: int) -> Path:
-    """Tokenizer + tiny Qwen2, warm-started on the training prompts, saved to ``workdir/model``."""
+def build_model(workdir: Path, train_parquet: Path, *, sft_steps: int, seed: int, sft_lr: float = 3e-3,
+                sft_orders: int = 2, sft_batch_size: int = 8, vary_orders: bool = False, hidden_size: int = 64,
+                num_layers: int = 2) -> Path:
+    """Tokenizer + tiny Qwen2, warm-started on the training prompts, saved to ``workdir/model``.
+
+    ``sft_*`` and ``vary_orders`` are :func:`.warm_start.warm_start`'s knobs; ``hidden_size`` and
+    ``num_layers`` size the model (:func:`verl_flexrec.testing.build_tiny_model`).
+    """
     import pyarrow.parquet as pq
 
     from verl_flexrec.schema import GroundTruth
@@ -85,12 +92,13 @@ def build_model(workdir: Path, train_parquet: Path, *, sft_steps: int, seed: int
 
     out = workdir / "model"
     tokenizer = build_tiny_tokenizer()
-    model = build_tiny_model(tokenizer, seed=seed)
+    model = build_tiny_model(tokenizer, seed=seed, hidden_size=hidden_size, num_layers=num_layers)
     rows = pq.read_table(train_parquet).to_pylist()
     prompts = [row["prompt"] for row in rows]
     candidates = [GroundTruth.from_any(row["reward_model"]["ground_truth"]).candidates for row in rows]
     if sft_steps > 0:
-        losses = warm_start(model, tokenizer, prompts, candidates, steps=sft_steps, seed=seed)
+        losses = warm_start(model, tokenizer, prompts, candidates, steps=sft_steps, seed=seed, lr=sft_lr,
+                            n_orders=sft_orders, batch_size=sft_batch_size, vary_by_prompt=vary_orders)
         print(f"warm-start SFT: loss {losses[0]:.3f} -> {losses[-1]:.3f} over {sft_steps} steps")
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
@@ -100,8 +108,19 @@ def build_model(workdir: Path, train_parquet: Path, *, sft_steps: int, seed: int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True, type=Path)
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="ml-1m")
+    parser.add_argument("--dataset", choices=[*sorted(DATASETS), "genre_task"], default="ml-1m",
+                        help="fixture run through data prep, or genre_task: a task a tiny model can learn "
+                             "(verl_flexrec.cpu.learnable_task)")
+    parser.add_argument("--task-rows", type=int, nargs=2, default=(640, 50), metavar=("TRAIN", "VAL"),
+                        help="genre_task: training and validation rows (default: 640 50)")
     parser.add_argument("--sft-steps", type=int, default=300, help="warm-start steps (0 = random model)")
+    parser.add_argument("--sft-lr", type=float, default=3e-3, help="warm-start learning rate")
+    parser.add_argument("--sft-orders", type=int, default=2, help="warm-start target orders per prompt")
+    parser.add_argument("--sft-batch-size", type=int, default=8, help="warm-start examples per step")
+    parser.add_argument("--sft-vary-orders", action="store_true",
+                        help="draw each prompt's target orders with its own seed (a high-entropy policy)")
+    parser.add_argument("--model-hidden", type=int, default=64, help="tiny Qwen2 hidden size")
+    parser.add_argument("--model-layers", type=int, default=2, help="tiny Qwen2 layers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-file", type=Path, default=None,
                         help="use this prepared verl parquet instead of the fixture (needs --val-file)")
@@ -115,9 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_file is not None:
         data = copy_data(args.workdir, args.train_file, args.val_file, max_train=args.max_train_rows,
                          max_val=args.max_val_rows, seed=args.seed)
+    elif args.dataset == "genre_task":
+        from .learnable_task import write_task
+
+        data = write_task(args.workdir / "data", n_train=args.task_rows[0], n_val=args.task_rows[1], seed=args.seed)
     else:
         data = build_data(args.workdir, args.dataset, args.seed)
-    model = build_model(args.workdir, data / "train.parquet", sft_steps=args.sft_steps, seed=args.seed)
+    model = build_model(args.workdir, data / "train.parquet", sft_steps=args.sft_steps, seed=args.seed,
+                        sft_lr=args.sft_lr, sft_orders=args.sft_orders, sft_batch_size=args.sft_batch_size,
+                        vary_orders=args.sft_vary_orders, hidden_size=args.model_hidden, num_layers=args.model_layers)
     print(f"data: {data}\nmodel: {model}")
     return 0
 

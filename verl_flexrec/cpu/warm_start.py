@@ -38,13 +38,18 @@ def seeded_orders(candidates: Sequence[str], n_orders: int, seed: int) -> list[l
 
 
 def build_examples(tokenizer, prompts: Sequence[list[dict]], candidates: Sequence[Sequence[str]],
-                   n_orders: int = 2, seed: int = 0) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, target ids) per (prompt, order) pair; targets end with the EOS token."""
+                   n_orders: int = 2, seed: int = 0, vary_by_prompt: bool = False) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids) per (prompt, order) pair; targets end with the EOS token.
+
+    ``vary_by_prompt``: draw each prompt's orders with its own seed instead of applying the same
+    shuffles to every prompt, so the targets carry no pattern of the prompt order (a maximally
+    uncertain policy: every remaining candidate equally likely at every position).
+    """
     examples = []
-    for messages, cands in zip(prompts, candidates, strict=True):
+    for n, (messages, cands) in enumerate(zip(prompts, candidates, strict=True)):
         prompt_ids = list(tokenizer.apply_chat_template(
             list(messages), add_generation_prompt=True, tokenize=True, return_dict=False))
-        for order in seeded_orders(cands, n_orders, seed):
+        for order in seeded_orders(cands, n_orders, seed * 1_000_003 + n if vary_by_prompt else seed):
             target = tokenizer(ranking_target(order), add_special_tokens=False)["input_ids"]
             examples.append((prompt_ids, list(target) + [tokenizer.eos_token_id]))
     return examples
@@ -98,11 +103,13 @@ def target_loss(model, examples: Sequence[tuple[list[int], list[int]]], pad_id: 
 
 
 def warm_start(model, tokenizer, prompts, candidates, *, steps: int = 300, lr: float = 3e-3,
-               batch_size: int = 8, n_orders: int = 2, seed: int = 0, progress: bool = True) -> list[float]:
+               batch_size: int = 8, n_orders: int = 2, seed: int = 0, vary_by_prompt: bool = False,
+               progress: bool = True) -> list[float]:
     """Fine-tune ``model`` in place on the ranking targets; returns the loss of every step."""
     from tqdm import tqdm
 
-    examples = build_examples(tokenizer, prompts, candidates, n_orders=n_orders, seed=seed)
+    examples = build_examples(tokenizer, prompts, candidates, n_orders=n_orders, seed=seed,
+                              vary_by_prompt=vary_by_prompt)
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
@@ -117,3 +124,24 @@ def warm_start(model, tokenizer, prompts, candidates, *, steps: int = 300, lr: f
             losses.append(float(loss.detach()))
     model.eval()
     return losses
+
+
+def first_item_entropy(model, tokenizer, prompts: Sequence[list[dict]], batch_size: int = 16) -> float:
+    """Mean entropy (nats) of the next-token distribution where the first ranked id is written.
+
+    The prefix is the warm-start target up to ``<answer>[``. 0 means every rollout of a group
+    starts alike (no exploration, zero group advantages); ``log K`` is a uniform pick of K ids.
+    """
+    prefix = tokenizer(f"{THINK}<answer>[", add_special_tokens=False)["input_ids"]
+    rows = [list(tokenizer.apply_chat_template(list(m), add_generation_prompt=True, tokenize=True,
+                                               return_dict=False)) + list(prefix) for m in prompts]
+    total = 0.0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            ids, mask = left_pad(rows[start:start + batch_size], tokenizer.pad_token_id)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            total += float(-(logp.exp() * logp).sum(-1).sum())
+    return total / max(len(rows), 1)

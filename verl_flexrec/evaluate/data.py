@@ -117,8 +117,11 @@ def _row(record: dict, path: Path, number: int) -> EvalRow:
     )
 
 
-def load_rows(path: str | Path, limit: int | None = None) -> list[EvalRow]:
-    """The first ``limit`` rows (all when None) of a FlexRec parquet file."""
+def load_rows(path: str | Path, limit: int | None = None, *, sample: int | None = None, seed: int = 0) -> list[EvalRow]:
+    """The first ``limit`` rows (all when None) of a FlexRec parquet file, or a seeded random
+    ``sample`` of its rows (in file order; each keeps its row number, so keys do not change)."""
+    if limit is not None and sample is not None:
+        raise EvalDataError(f"{path}: give a row limit or a row sample, not both")
     path = Path(path)
     if not path.is_file():
         raise EvalDataError(f"{path}: file not found")
@@ -126,12 +129,15 @@ def load_rows(path: str | Path, limit: int | None = None) -> list[EvalRow]:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for a non-parquet file
         raise EvalDataError(f"{path}: cannot read as parquet: {e}") from None
+    numbers = np.arange(table.num_rows)
     if limit is not None:
-        table = table.slice(0, limit)
-    records = table.to_pylist()
+        numbers = numbers[:limit]
+    if sample is not None and sample < table.num_rows:
+        numbers = np.sort(np.random.default_rng([seed, 0x5A3]).choice(table.num_rows, size=sample, replace=False))
+    records = table.take(numbers).to_pylist() if len(numbers) < table.num_rows else table.to_pylist()
     if not records:
         raise EvalDataError(f"{path}: no rows to evaluate")
-    return [_row(r, path, i) for i, r in enumerate(records)]
+    return [_row(r, path, int(i)) for i, r in zip(numbers, records)]
 
 
 @dataclass

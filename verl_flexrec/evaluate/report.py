@@ -2,7 +2,8 @@
 
 The markdown leads with the overall table under the ``strict`` policy (invalid output = 0), then
 the ``complete`` policy, per-need and per-dataset NDCG@10, the position-bias spread and notes.
-Each cell is ``mean [95 % CI low, high]``; the first row is the exact random-ranking floor.
+Each cell is ``mean [95 % CI low, high]``; the first two rows are the exact random-ranking floor
+and the oracle ceiling on the same rows, and the header names NDCG's gain function.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = ["markdown_report", "plot_results", "write_outputs"]
 
 _LABELS = {"ndcg@5": "NDCG@5", "ndcg@10": "NDCG@10", "ndcg@30": "NDCG@30", "recall@5": "Recall@5", "mrr@5": "MRR@5"}
 _FLOOR = "random floor (expected)"
+_CEILING = "oracle ceiling"
 
 
 def _cell(stat: dict, ci: bool = True) -> str:
@@ -35,8 +37,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def _overall(results: dict, policy: str) -> list[str]:
     header = ["system", "ValidRatio", *(_LABELS[m] for m in METRICS)]
-    floor = results["floor"]["overall"]
-    rows = [[_FLOOR, "–", *(f"{floor[m]:.3f}" for m in METRICS)]]
+    rows = [[label, "–", *(f"{ref['overall'][m]:.3f}" for m in METRICS)] for label, ref in _references(results)]
     for name, s in results["systems"].items():
         o = s["overall"]
         rows.append([name, f"{o['valid_ratio']:.3f}", *(_cell(o[policy][m]) for m in METRICS)])
@@ -46,11 +47,27 @@ def _overall(results: dict, policy: str) -> list[str]:
 def _breakdown(results: dict, key: str, metric: str = "ndcg@10") -> list[str]:
     groups = list(results["floor"][key])
     header = ["system", *groups]
-    rows = [[_FLOOR, *(f"{results['floor'][key][g][metric]:.3f}" for g in groups)]]
+    rows = [[label, *(f"{ref[key][g][metric]:.3f}" if g in ref[key] else "–" for g in groups)]
+            for label, ref in _references(results)]
     for name, s in results["systems"].items():
         rows.append([name, *(_cell(s[key][g]["strict"][metric]) if g in s[key] else "–" for g in groups)])
     counts = ["rows (scored)", *(f"{_group_rows(results, key, g)}" for g in groups)]
     return _table(header, [*rows, counts])
+
+
+def _references(results: dict) -> list[tuple[str, dict]]:
+    """(label, values) of the reference rows every table starts with: floor, then ceiling."""
+    out = [(_FLOOR, results["floor"])]
+    if results.get("ceiling"):
+        out.append((_CEILING, results["ceiling"]))
+    return out
+
+
+def _gain_line(meta: dict) -> str:
+    gain = meta.get("gain", "linear")
+    formula = "2^g − 1 of the need-specific gain g" if gain == "exponential" else "the need-specific gain itself"
+    return (f"- **gain: {gain}** — NDCG's gain is {formula} (`--gain linear|exponential`); Recall@5 and MRR@5 "
+            "do not depend on it")
 
 
 def _group_rows(results: dict, key: str, group: str) -> str:
@@ -82,6 +99,9 @@ def markdown_report(results: dict) -> str:
         f"- data: `{meta['data']}` — {meta['rows']} rows ({meta['scored_rows']} with a positive gain are scored), "
         f"{meta['users']} users, needs: {', '.join(meta['needs'])}, datasets: {', '.join(meta['datasets'])}, "
         f"candidates per row: {meta['candidates_per_row']}",
+        *([f"- a random sample of {meta['sample']} rows of the file, drawn with seed {meta['seed']}"]
+          if meta.get("sample") else []),
+        _gain_line(meta),
         f"- seed {meta['seed']}; 95 % intervals: percentile bootstrap over users, "
         f"{meta['bootstrap']['replicates']} replicates; machine: {meta['machine']}",
     ]
@@ -115,7 +135,8 @@ def markdown_report(results: dict) -> str:
 
 
 def plot_results(results: dict, path: str | Path, policy: str = "strict") -> None:
-    """Grouped bars (systems) per metric with 95 % interval whiskers; black ticks = random floor."""
+    """Grouped bars (systems) per metric with 95 % interval whiskers; black ticks: dashed = random floor,
+    dotted = oracle ceiling."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,14 +152,15 @@ def plot_results(results: dict, path: str | Path, policy: str = "strict") -> Non
         means = np.array([o[m]["mean"] for m in METRICS])
         err = np.array([[means[i] - o[m]["ci_low"], o[m]["ci_high"] - means[i]] for i, m in enumerate(METRICS)]).T
         ax.bar(x - 0.4 + width * (j + 0.5), means, width, yerr=np.clip(err, 0, None), capsize=2, label=name)
-    floor = results["floor"]["overall"]
-    for i, m in enumerate(METRICS):
-        ax.hlines(floor[m], i - 0.42, i + 0.42, colors="black", linestyles="dashed", linewidth=1.2,
-                  label=_FLOOR if i == 0 else None)
+    for (label, ref), style in zip(_references(results), ("dashed", "dotted")):
+        for i, m in enumerate(METRICS):
+            ax.hlines(ref["overall"][m], i - 0.42, i + 0.42, colors="black", linestyles=style, linewidth=1.2,
+                      label=label if i == 0 else None)
     ax.set_xticks(x, [_LABELS[m] for m in METRICS])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("mean over users' lists")
-    ax.set_title(f"FlexRec evaluation ({results['meta']['rows']} rows, policy '{policy}', 95 % user-bootstrap CI)")
+    ax.set_title(f"FlexRec evaluation ({results['meta']['rows']} rows, {results['meta'].get('gain', 'linear')} gain, "
+                 f"policy '{policy}', 95 % user-bootstrap CI)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -2,8 +2,9 @@
 
 Flow: load rows -> (optionally) build candidate-order shuffles -> for every system and every
 order: rank each row -> per-row metrics under both invalid-output policies -> summaries with
-user-bootstrap intervals, per-need / per-dataset breakdowns, the random floor and the spread
-over shuffles. :func:`evaluate` is the Python API behind ``python -m verl_flexrec.evaluate``.
+user-bootstrap intervals, per-need / per-dataset breakdowns, the random floor, the oracle
+ceiling and the spread over shuffles. NDCG uses the gain function ``gain`` (``linear``: the
+gain itself; ``exponential``: ``2**g - 1``) everywhere: systems, floor and ceiling. :func:`evaluate` is the Python API behind ``python -m verl_flexrec.evaluate``.
 """
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ from verl_flexrec.parsing import complete_ranking, parse_ranking
 from ..paths import portable_paths_in
 from .baselines import Ranker, has_signal, make_ranker, rank_by_scores, resolve_baselines, tie_keys
 from .data import EvalRow, TrainingInteractions, load_rows, load_training_interactions
-from .metrics import METRICS, evaluation_gains, expected_random_metrics, has_gain, ranking_metrics, zero_metrics
+from .metrics import GAINS, METRICS, evaluation_gains, expected_random_metrics, has_gain, ranking_metrics, zero_metrics
 from .shuffle import row_permutation, shuffle_row
 from .stats import cluster_bootstrap, spread
 
-__all__ = ["POLICIES", "RowResult", "evaluate", "score_order", "score_response"]
+__all__ = ["GAIN_TEXT", "POLICIES", "RowResult", "evaluate", "score_order", "score_response"]
+
+GAIN_TEXT = {
+    "linear": "linear: NDCG's gain is the need-specific gain itself (trec_eval ndcg_cut, ranx ndcg)",
+    "exponential": "exponential: NDCG's gain is 2^g - 1 of the need-specific gain g (Burges et al.; ranx ndcg_burges)",
+}
 
 POLICIES = {
     "strict": "an invalid output (not a permutation of the candidates, see verl_flexrec.parsing) scores 0 on "
@@ -53,18 +59,18 @@ def _indices(row: EvalRow, ids: Sequence[str]) -> list[int]:
     return [position[c] for c in ids]
 
 
-def score_order(row: EvalRow, order: Sequence[int]) -> RowResult:
+def score_order(row: EvalRow, order: Sequence[int], gain: str = "linear") -> RowResult:
     """A full ranking (candidate indices) is valid by construction: both policies agree."""
-    m = ranking_metrics(order, evaluation_gains(row.truth))
+    m = ranking_metrics(order, evaluation_gains(row.truth), gain)
     return RowResult({"strict": m, "complete": dict(m)}, valid=True)
 
 
-def score_response(row: EvalRow, response: str, *, require_think: bool = True) -> RowResult:
+def score_response(row: EvalRow, response: str, *, require_think: bool = True, gain: str = "linear") -> RowResult:
     """Parse an LLM response with the package parser and score it under both policies."""
     gains = evaluation_gains(row.truth)
     response = response if isinstance(response, str) else ""  # a backend that returned nothing: invalid
     parsed = parse_ranking(response, row.truth.candidates, require_think=require_think)
-    completed = ranking_metrics(_indices(row, complete_ranking(parsed, row.truth.candidates)), gains)
+    completed = ranking_metrics(_indices(row, complete_ranking(parsed, row.truth.candidates)), gains, gain)
     strict = dict(completed) if parsed.valid else zero_metrics()
     return RowResult({"strict": strict, "complete": completed}, valid=parsed.valid,
                      error=parsed.error.value if parsed.error is not None else "")
@@ -132,9 +138,23 @@ def summarise_system(rows, variants_results, scored, *, n_boot, seed, kind, note
     return summary
 
 
-def _floor(rows, scored) -> dict:
+def _floor(rows, scored, gain: str = "linear") -> dict:
     """Exact expected metric under a uniformly random ranking, averaged like the systems."""
-    per_row = [expected_random_metrics(evaluation_gains(r.truth)) for r in rows]
+    return _reference(rows, scored, [expected_random_metrics(evaluation_gains(r.truth), gain) for r in rows])
+
+
+def _ceiling(rows, scored, gain: str = "linear") -> dict:
+    """Metrics of the oracle ranking (true gains, descending), averaged like the systems: 1 for
+    NDCG and MRR; Recall@5 is below 1 where ties at the 5th gain make more than 5 items relevant."""
+    per_row = []
+    for r in rows:
+        g = evaluation_gains(r.truth)
+        per_row.append(ranking_metrics(np.argsort(-g, kind="stable"), g, gain))
+    return _reference(rows, scored, per_row)
+
+
+def _reference(rows, scored, per_row: list[dict[str, float]]) -> dict:
+    """Means of per-row reference values over the scored rows: overall, by need, by dataset."""
 
     def mean_of(idx):
         idx = [i for i in idx if scored[i]]
@@ -158,7 +178,7 @@ def _variants(rows: list[EvalRow], shuffle_seeds: int, seed: int) -> list[list[E
     return out
 
 
-def _run_ranker(ranker: Ranker, variants, seed: int, progress: bool) -> list[list[RowResult]]:
+def _run_ranker(ranker: Ranker, variants, seed: int, progress: bool, gain: str = "linear") -> list[list[RowResult]]:
     out = []
     with tqdm(total=sum(len(v) for v in variants), desc=f"rank {ranker.name}", disable=not progress,
               unit="row") as bar:
@@ -167,7 +187,7 @@ def _run_ranker(ranker: Ranker, variants, seed: int, progress: bool) -> list[lis
             for row in rows:
                 scores = ranker.score(row)
                 order = rank_by_scores(scores, tie_keys(seed, row.key, row.item_ids))
-                res = score_order(row, order)
+                res = score_order(row, order, gain)
                 res.signal = has_signal(scores)
                 results.append(res)
                 bar.update()
@@ -175,13 +195,13 @@ def _run_ranker(ranker: Ranker, variants, seed: int, progress: bool) -> list[lis
     return out
 
 
-def _run_model(generate, variants, require_think: bool, records: list | None) -> list[list[RowResult]]:
+def _run_model(generate, variants, require_think: bool, records: list | None, gain: str = "linear") -> list[list[RowResult]]:
     out = []
     for v, rows in enumerate(variants):
         responses = generate([r.messages for r in rows])
         if len(responses) != len(rows):
             raise RuntimeError(f"generator returned {len(responses)} responses for {len(rows)} prompts")
-        results = [score_response(r, text, require_think=require_think) for r, text in zip(rows, responses)]
+        results = [score_response(r, text, require_think=require_think, gain=gain) for r, text in zip(rows, responses)]
         out.append(results)
         if records is not None:
             for r, text, res in zip(rows, responses, results):
@@ -212,6 +232,7 @@ def evaluate(
     train_data: str | Path | None = None,
     out_dir: str | Path | None = None,
     limit: int | None = None,
+    sample: int | None = None,
     seed: int = 0,
     shuffle_seeds: int = 0,
     n_boot: int = 1000,
@@ -222,6 +243,7 @@ def evaluate(
     require_think: bool = True,
     progress: bool = True,
     command: str | None = None,
+    gain: str = "linear",
 ) -> dict:
     """Evaluate ``model`` (or ``generator``) and/or ``baselines`` on the test parquet ``data``.
 
@@ -233,18 +255,22 @@ def evaluate(
         out_dir: if given, write ``results.json``, ``results.md``, ``results.png`` (and
             ``responses.jsonl`` for a model) there.
         limit: evaluate the first ``limit`` rows only.
+        sample: evaluate a random subset of this many rows, drawn with ``seed``.
         seed: seeds tie-breaking, the random baseline, learned baselines, shuffles and the bootstrap.
         shuffle_seeds: evaluate every system on this many extra candidate orders.
         n_boot: bootstrap replicates (0 = no intervals).
         generator: ``list[messages] -> list[str]`` used instead of loading ``model``.
         generation: keyword arguments of the backend (``batch_size``, ``max_new_tokens``, ...).
         baseline_options: ``{baseline: {option: value}}`` overriding defaults (e.g. epochs).
+        gain: NDCG's gain function, ``linear`` (the gain itself) or ``exponential`` (``2**g - 1``).
     """
     started = time.perf_counter()
+    if gain not in GAINS:
+        raise ValueError(f"gain must be one of {GAINS}, got {gain!r}")
     names = resolve_baselines(baselines)
     if model is None and generator is None and not names:
         raise ValueError("nothing to evaluate: give a model (or generator) and/or at least one baseline")
-    rows = load_rows(data, limit)
+    rows = load_rows(data, limit, sample=sample, seed=seed)
     scored = [has_gain(evaluation_gains(r.truth)) for r in rows]
     variants = _variants(rows, shuffle_seeds, seed)
     systems: dict[str, Any] = {}
@@ -255,10 +281,14 @@ def evaluate(
         if generator is None:
             generator = _model_generator(model, backend, dict(generation or {}), seed, progress)
         responses = []
-        results = _run_model(generator, variants, require_think, responses)
+        gen_started = time.perf_counter()
+        results = _run_model(generator, variants, require_think, responses, gain)
+        gen_s = time.perf_counter() - gen_started
         used = getattr(generator, "backend", "custom generator")
         systems[name] = summarise_system(rows, results, scored, n_boot=n_boot, seed=seed, kind="model",
-                                         notes=[f"backend: {used}", *(f"{k}: {v}" for k, v in (generation or {}).items())])
+                                         notes=[f"backend: {used}", *(f"{k}: {v}" for k, v in (generation or {}).items()),
+                                                f"generation {gen_s:.1f} s for {sum(len(v) for v in variants)} prompts"])
+        systems[name]["seconds"] = round(gen_s, 2)
 
     train: TrainingInteractions | None = None
     train_notes: list[str] = []
@@ -272,7 +302,7 @@ def evaluate(
         fit_started = time.perf_counter()
         ranker.fit(train, seed)
         fit_s = time.perf_counter() - fit_started
-        results = _run_ranker(ranker, variants, seed, progress)
+        results = _run_ranker(ranker, variants, seed, progress, gain)
         notes = [*ranker.notes, f"fit {fit_s:.1f} s"]
         if getattr(ranker, "no_cutoff_rows", 0):
             notes.append("rows without a cut-off time ranked by all-time popularity")
@@ -292,6 +322,8 @@ def evaluate(
             "candidates_per_row": sorted({r.truth.num_candidates for r in rows}),
             "observed_fraction": float(np.mean([np.mean(r.truth.observed) for r in rows])),
             "seed": seed,
+            "gain": gain,
+            "sample": sample,
             "bootstrap": {"replicates": n_boot, "level": 0.95, "unit": "user (dataset, user_id)"},
             "shuffle_seeds": shuffle_seeds,
             "train_interactions": None if train is None else {"source": train.source, "pairs": int(len(train.frame)),
@@ -305,7 +337,9 @@ def evaluate(
         "policies": POLICIES,
         "scoring": "metrics average over rows with at least one positive observed gain (an all-zero list has no "
                    "ideal ranking); ValidRatio over all rows; unobserved candidates count as gain 0",
-        "floor": _floor(rows, scored),
+        "gain": GAIN_TEXT[gain],
+        "floor": _floor(rows, scored, gain),
+        "ceiling": _ceiling(rows, scored, gain),
         "systems": systems,
     }
     out["meta"]["seconds"] = round(time.perf_counter() - started, 2)
