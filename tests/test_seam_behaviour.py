@@ -261,3 +261,12 @@ def test_training_metrics_report_the_clipped_share():
     assert out["flexrec/uncertainty_scale/clipped_ratio"] == 0.5
     assert (out["flexrec/uncertainty_scale/min"], out["flexrec/uncertainty_scale/max"]) == (0.5, 3.0)
     assert flexrec_training_metrics(infos, torch.ones(4))["flexrec/uncertainty_scale/clipped_ratio"] == 0.0
+
+
+def test_final_rows_of_keys_with_and_without_an_output_index():
+    """``{uid}_{session}_{index}``: the row of each trajectory's highest index; a key whose last part
+    is not a number is a trajectory of its own with index 0."""
+    from verl_flexrec.integration.trainer import _final_rows
+
+    keys = ["p1_0_0", "p1_0_2", "p1_0_1", "p2_0_0", "solo", "p3_x"]
+    assert _final_rows(keys) == [1, 1, 1, 3, 4, 5]
