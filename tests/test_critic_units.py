@@ -215,3 +215,14 @@ def test_a_fresh_ensemble_starts_at_no_correction_and_unit_variance(seed):
         mu, var = model(torch.randn(200, 6), torch.randint(0, 6, (200, 2)), torch.randint(0, 4, (200,)))
     assert float(mu.abs().max()) < 0.5
     assert 0.7 < float(var.min()) and float(var.max()) < 1.4
+
+
+def test_knn_predict_broadcasts_one_user_id_of_any_scalar_type():
+    inter = Interactions(np.array(["7", "7", "8"], dtype=object), np.array(["a", "b", "a"], dtype=object), None,
+                         np.array([1.0, 3.0, 2.0]))
+    knn = UserKNNFiller(k=5).fit(inter)
+    want = knn.predict(["7", "7"], ["a", "zz"])
+    for user in ("7", 7, np.int64(7)):
+        got = knn.predict(user, ["a", "zz"])
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])

@@ -267,3 +267,8 @@ def test_a_user_with_several_test_rows_is_limited_by_the_earliest_cut_off():
 def test_a_training_row_without_times_is_not_a_leak():
     empty = LeakRecord("train", "u", 5.0, (), (), (), ())
     assert check_no_leakage([_rec("test"), empty], global_cutoff=20.0)["rows"] == 2
+
+
+def test_esci_a_query_with_one_judgement_is_never_eligible():
+    df = _frame({1: ("one", "train"), 2: ("two", "test")}).iloc[[0, 3, 4, 5]]  # query 1 keeps one row
+    assert _ids(select_queries(df, min_candidates=1, seed=0, train_size=None, test_size=None)) == {"train": [], "test": [2]}

@@ -124,9 +124,10 @@ def _sequence_advantage(row: dict) -> float | None:
 
 def test_dumped_advantages_agree_with_the_logged_metrics_and_grpo_normalisation(tiny_run):
     """Per step, from the dump alone: the console's valid ratio is the share of valid rollouts, and
-    within each prompt group the sequence advantages are GRPO-normalised (mean 0, unbiased std 1,
-    or all 0 when the group's rewards are equal; the fixture is fully observed, so every
-    uncertainty scale is 1)."""
+    within each prompt group the sequence advantages are GRPO-normalised: A = (r - mean) / (s + eps),
+    so mean 0 and unbiased std s / (s + 1e-6) (1 less a hair when the rewards are close: the
+    first run of this test saw 0.9984 in a group whose rewards differ by ~1e-3), or all 0 when the
+    group's rewards are equal; the fixture is fully observed, so every uncertainty scale is 1."""
     work, text = tiny_run
     steps = _step_metrics(text)
     for step in range(1, STEPS + 1):
@@ -145,7 +146,7 @@ def test_dumped_advantages_agree_with_the_logged_metrics_and_grpo_normalisation(
             if len(adv) < 2 or t.abs().max() < 1e-6:
                 continue
             assert abs(float(t.mean())) < 1e-4, (step, uid, adv)
-            assert float(t.std()) == pytest.approx(1.0, abs=1e-3), (step, uid, adv)
+            assert 0.95 < float(t.std()) <= 1.0 + 1e-6, (step, uid, adv)  # raw centred rewards: std ~0.1
 
 
 def test_checkpoint_reloads(tiny_run):

@@ -233,3 +233,24 @@ def test_uncertainty_scale_defaults_and_degenerate_inputs_by_hand():
         uncertainty_scale([0.1], eps=0.0)
     for mode in ("batch", "group", "none"):
         assert uncertainty_scale([], normalize=mode, index=[]).shape == (0,)
+
+
+def test_estimator_defaults_and_the_sequence_reward_from_token_rewards():
+    """Without ``norm_adv_by_std_in_grpo`` in the config the std normalisation is on (verl's
+    default); item inputs without ``seq_reward`` take each row's summed token rewards; the pure
+    GRPO path uses ``algorithm.flexrec.advantage.eps``."""
+    fn = core_algos.get_adv_estimator_fn("flexrec")
+    index = np.array(["g", "g"], dtype=object)
+    mask = torch.ones(2, 3)
+    tlr = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 3.0]])  # row sums 0 and 4
+    pos = torch.tensor([[-1, 0, -1], [-1, 0, -1]])
+    cfg = OmegaConf.create({"flexrec": {"uncertainty": {"enable": False}}})
+    adv, _ = fn(tlr, mask, index=index, config=cfg, item_rewards=torch.tensor([[1.0], [3.0]]), item_token_pos=pos)
+    s, i = 2.0 / (math.sqrt(8.0) + 1e-6), 1.0 / (math.sqrt(2.0) + 1e-6)
+    torch.testing.assert_close(adv.double(), torch.tensor([[-s, -i, -s], [s, i, s]], dtype=torch.float64), rtol=1e-6, atol=1e-7)
+    grpo_cfg = OmegaConf.create({"norm_adv_by_std_in_grpo": True, "flexrec": {"advantage": {"eps": 0.5}}})
+    adv, _ = fn(tlr, mask, index=index, config=grpo_cfg)
+    s = 2.0 / (math.sqrt(8.0) + 0.5)
+    torch.testing.assert_close(adv.double(), torch.tensor([[-s] * 3, [s] * 3], dtype=torch.float64), rtol=1e-6, atol=1e-7)
+    ref, _ = core_algos.compute_grpo_outcome_advantage(tlr, mask, index, epsilon=0.5)
+    torch.testing.assert_close(adv, ref)

@@ -261,3 +261,40 @@ def test_training_metrics_report_the_clipped_share():
     assert out["flexrec/uncertainty_scale/clipped_ratio"] == 0.5
     assert (out["flexrec/uncertainty_scale/min"], out["flexrec/uncertainty_scale/max"]) == (0.5, 3.0)
     assert flexrec_training_metrics(infos, torch.ones(4))["flexrec/uncertainty_scale/clipped_ratio"] == 0.0
+
+
+def test_final_rows_of_keys_with_and_without_an_output_index():
+    """``{uid}_{session}_{index}``: the row of each trajectory's highest index; a key whose last part
+    is not a number is a trajectory of its own with index 0."""
+    from verl_flexrec.integration.trainer import _final_rows
+
+    keys = ["p1_0_0", "p1_0_2", "p1_0_1", "p2_0_0", "solo", "p3_x"]
+    assert _final_rows(keys) == [1, 1, 1, 3, 4, 5]
+
+
+def test_an_earlier_output_is_zero_outside_its_response_mask():
+    """An earlier output of a multi-output trajectory carries its session's sequence advantage on
+    its response tokens and exactly 0 on padding (the estimator's output is dense ``(bs, L)``)."""
+    from omegaconf import OmegaConf
+
+    from verl_flexrec.integration import handoff
+    from verl_flexrec.integration.estimator import compute_flexrec_advantage
+    from verl_flexrec.integration.item_data import encode_item_data
+
+    def info(score):
+        return {"flexrec_valid": 0.0, "flexrec_error": "missing_tags", "flexrec_ndcg": 0.0, "flexrec_uncertainty": 0.0,
+                "flexrec_seq_reward": score, **encode_item_data([], [])}
+
+    # rows: s1's earlier output (2 tokens), s1's final output, s2's final output; one prompt "p"
+    provided = handoff.FlexRecBatch(uids=["p", "p", "p"], infos=[None, info(1.0), info(-1.0)], response_lengths=[2, 4, 3],
+                                    real=[True, True, True], final_rows=[1, 1, 2])
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.float32)
+    rewards = torch.zeros(3, 4)
+    rewards[1, 3], rewards[2, 2] = 1.0, -1.0
+    config = OmegaConf.create({"norm_adv_by_std_in_grpo": True, "flexrec": {}})
+    with handoff.provide(provided):
+        adv, _ = compute_flexrec_advantage(rewards, mask, np.array(["p", "p", "p"], dtype=object), config)
+    a = 1 / (math.sqrt(2.0) + 1e-6)  # GRPO of (1, -1): +-1/std, std = sqrt(2) (unbiased)
+    want = torch.tensor([[a, a, 0, 0], [a, a, a, a], [-a, -a, -a, 0]])
+    torch.testing.assert_close(adv, want, rtol=1e-6, atol=1e-7)
+    assert torch.isfinite(adv).all() and adv.dtype == torch.float32
