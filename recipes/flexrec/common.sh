@@ -61,18 +61,20 @@ prepare_data() {
   run "$PYTHON" -m verl_flexrec.data "$command" --raw-dir "$RAW_DIR" --out-dir "$out" "${download[@]}" "$@"
 }
 
-# prompt_length OUT_DIR: data.max_prompt_length for this data, measured with $TOKENIZER; with a
-# numeric MAX_PROMPT_LENGTH, checks it instead and stops naming how many rows it would drop
+# prompt_length OUT_DIR: sets PROMPT_LEN, the data.max_prompt_length for this data, measured with
+# $TOKENIZER; with a numeric MAX_PROMPT_LENGTH, checks it instead and stops naming how many rows it
+# would drop (verl runs with filter_overlong_prompts=false: nothing is dropped silently)
 prompt_length() {
   local out=$1 check=()
   [[ $MAX_PROMPT_LENGTH == auto ]] || check=(--max-prompt-length "$MAX_PROMPT_LENGTH")
   if [[ $DRY_RUN == 1 ]]; then
-    run "$PYTHON" -m verl_flexrec.data prompt-lengths "$out" --tokenizer "$TOKENIZER" "${check[@]}" >&2
-    [[ $MAX_PROMPT_LENGTH == auto ]] && echo 4096 || echo "$MAX_PROMPT_LENGTH"  # stands in for the measurement
-    return
+    run "$PYTHON" -m verl_flexrec.data prompt-lengths "$out" --tokenizer "$TOKENIZER" "${check[@]}"
+    [[ $MAX_PROMPT_LENGTH == auto ]] && PROMPT_LEN=4096 || PROMPT_LEN=$MAX_PROMPT_LENGTH  # stands in for the measurement
+    return 0
   fi
-  "$PYTHON" -m verl_flexrec.data prompt-lengths "$out" --tokenizer "$TOKENIZER" --no-progress "${check[@]}" \
+  PROMPT_LEN=$("$PYTHON" -m verl_flexrec.data prompt-lengths "$out" --tokenizer "$TOKENIZER" --no-progress "${check[@]}") \
     || die "prompt lengths of $out (see above); nothing was started"
+  say "data.max_prompt_length=$PROMPT_LEN (measured with $TOKENIZER: fits every train and test row; details in $out/prep_info.json)"
 }
 
 # attention: ATTN_IMPL=auto picks flash_attention_2 when flash-attn imports, else sdpa. verl
@@ -148,6 +150,14 @@ guard_resume() {
   echo "$launch" >"$dir/flexrec_launch.txt"
 }
 
+# check_settings: the switches (backend, LoRA, attention, logger) before anything runs
+check_settings() {
+  BACKEND_ARGS=$(backend_overrides) || exit 2
+  ATTN_ARGS=$(attention) || exit 2
+  LOGGERS=$(logger_list) || exit 2
+  [[ $MAX_PROMPT_LENGTH == auto || $MAX_PROMPT_LENGTH =~ ^[0-9]+$ ]] || die "MAX_PROMPT_LENGTH=$MAX_PROMPT_LENGTH: auto or a number"
+}
+
 # train LABEL TRAIN_FILES VAL_FILES PROMPT_LEN [hydra overrides...]: verl's PPO trainer with FlexRec
 train() {
   local label=$1 train_files=$2 val_files=$3 prompt_len=$4
@@ -156,11 +166,7 @@ train() {
   local name=${RUN_NAME:-${label}_$(date -u +%Y%m%d_%H%M%S)}
   [[ $BASELINE == none || -z ${RUN_NAME:-} || $name == *_"$BASELINE" ]] || name="${name}_${BASELINE}"
   [[ $name == */* ]] && die "RUN_NAME=$name must be a plain folder name"
-  local rollout_tokens=$((prompt_len + MAX_RESPONSE_LENGTH)) backend attn loggers
-  # a die inside $(...) ends only the subshell: check each
-  backend=$(backend_overrides) || exit 2
-  attn=$(attention) || exit 2
-  loggers=$(logger_list) || exit 2
+  local rollout_tokens=$((prompt_len + MAX_RESPONSE_LENGTH))
   local args=(
     "baseline=$BASELINE"
     "data.train_files=$train_files"
@@ -178,9 +184,9 @@ train() {
     "actor_rollout_ref.rollout.n=$ROLLOUT_N"
     "actor_rollout_ref.rollout.tensor_model_parallel_size=$ROLLOUT_TP"
     "actor_rollout_ref.rollout.gpu_memory_utilization=$GPU_MEMORY_UTILIZATION"
-    $backend
-    $attn
-    "trainer.logger=$loggers"
+    $BACKEND_ARGS
+    $ATTN_ARGS
+    "trainer.logger=$LOGGERS"
     "trainer.n_gpus_per_node=$N_GPUS"
     "trainer.nnodes=$NNODES"
     "trainer.project_name=$PROJECT_NAME"
@@ -216,6 +222,7 @@ flexrec_main() {
   local setting=${1:-} dataset=${2:-} out label train_file
   [[ -n $setting && -n $dataset ]] || die "usage: $(basename "$0") single_need|unseen_needs|multi_need|sparse_critic kuairec|ml-1m|esci [hydra overrides...]"
   shift 2
+  check_settings
   local need=$NEED
   [[ -z $need ]] && { [[ $dataset == esci ]] && need=product_search || need=maximize_interest; }
   case $setting in
@@ -246,8 +253,7 @@ flexrec_main() {
     run "$PYTHON" -m verl_flexrec.critic fill --critic "$critic" --data "$out/train.parquet" --out "$out/train_filled.parquet"
     train_file="$out/train_filled.parquet"
   fi
-  local prompt_len
-  prompt_len=$(prompt_length "$out")
+  prompt_length "$out"
   steps_note "$out"
-  train "$label" "$train_file" "$out/test.parquet" "$prompt_len" "$@"
+  train "$label" "$train_file" "$out/test.parquet" "$PROMPT_LEN" "$@"
 }
