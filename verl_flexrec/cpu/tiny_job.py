@@ -5,9 +5,10 @@
 (``bash recipes/flexrec/run_tiny_cpu.sh`` in a clone runs this.) Builds fixture data, tokenizer and
 model into WORKDIR (default ``./tiny_cpu_run``; :mod:`.tiny_setup`), then replaces this process
 with ``python -m verl.trainer.main_ppo`` run in WORKDIR on the packaged ``tiny_cpu`` recipe: 3
-steps, validation, a checkpoint (resumed automatically by a rerun with the same ``RUN_NAME``), console and TensorBoard logs (``WORKDIR/tensorboard``), per-token
-advantage dumps (``WORKDIR/rollouts``). ``--check`` stops before the trainer: it composes the very
-config the run would use and runs verl's checks on it (:mod:`verl_flexrec.recipes.check`).
+steps, validation, a checkpoint (a rerun with the same ``RUN_NAME`` resumes from it), console and
+TensorBoard logs (``WORKDIR/tensorboard``), per-token advantage dumps (``WORKDIR/rollouts``).
+``--check`` stops before the trainer: it composes the very config the run would use and runs
+verl's checks on it (:mod:`verl_flexrec.recipes.check`).
 
 Settings come from the environment (so a shell script or the quickstart can pass them through):
 

@@ -120,8 +120,8 @@ class FlexRecTrainerMixin:
         if config_get(self.config, "trainer.resume_mode") == "auto":
             folder = os.path.abspath(self.config.trainer.default_local_dir)
             found = check_resume_point(folder)
-            print(f"[flexrec] resume_mode=auto: {f'resuming from {found}' if found else f'no checkpoint in {folder}, training from scratch'}",
-                  flush=True)
+            what = f"resuming from {found}" if found else f"no checkpoint in {folder}, training from scratch"
+            print(f"[flexrec] resume_mode=auto: {what}", flush=True)
         return super()._load_checkpoint()
 
     def _fetch_flexrec_batch(self, batch) -> handoff.FlexRecBatch:
