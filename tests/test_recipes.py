@@ -347,3 +347,34 @@ def test_verl_main_ppo_cli_composes_the_recipe():
     cfg = OmegaConf.create(out.stdout[out.stdout.index("actor_rollout_ref:") :])
     assert cfg.trainer.v1.trainer_mode == "flexrec_sync" and cfg.algorithm.adv_estimator == "flexrec"
     assert cfg.data.train_files == "/data/kuairec/maximize_interest/train.parquet"
+
+
+@pytest.mark.parametrize("name", PRIMARY)
+def test_every_ray_process_imports_the_plugin(name):
+    """verl's main_ppo merges ray_kwargs.ray_init.runtime_env over its defaults and passes it to
+    ray.init (verl/trainer/main_ppo.py); the merged env_vars must name the plugin's modules."""
+    import importlib.util
+
+    from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
+
+    cfg = _compose(Path(name).stem, [f"{k}={v}" for k, v in DUMMY.items()])
+    default = get_ppo_ray_runtime_env(cfg)
+    default.setdefault("env_vars", {})["TRANSFER_QUEUE_ENABLE"] = "1"
+    merged = OmegaConf.to_container(OmegaConf.merge(default, cfg.ray_kwargs.ray_init.get("runtime_env", {})))
+    modules = merged["env_vars"]["VERL_USE_EXTERNAL_MODULES"].split(",")
+    assert "verl_flexrec.register" in modules and merged["env_vars"]["TRANSFER_QUEUE_ENABLE"] == "1"
+    assert all(importlib.util.find_spec(m) for m in modules)
+
+
+@pytest.mark.slow  # two fresh interpreters importing verl (~10 s each)
+def test_a_missing_plugin_is_fatal_under_verl_use_external_modules():
+    """What a Ray worker on a node without the package does at `import verl`: raise, not log at DEBUG."""
+    cfg = _compose("flexrec_trainer", [f"{k}={v}" for k, v in DUMMY.items()])
+    modules = cfg.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES
+    code = "import verl; from verl.trainer.ppo import core_algos; core_algos.get_adv_estimator_fn('flexrec')"
+    ok = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "VERL_USE_EXTERNAL_MODULES": modules, "VERL_USE_EXTERNAL_PLUGINS": "none"})
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    gone = subprocess.run([sys.executable, "-c", "import verl"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "VERL_USE_EXTERNAL_MODULES": modules.replace("verl_flexrec", "verl_flexrec_absent")})
+    assert gone.returncode != 0 and "No module named 'verl_flexrec_absent'" in gone.stderr
