@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shlex
@@ -378,3 +379,47 @@ def test_a_missing_plugin_is_fatal_under_verl_use_external_modules():
     gone = subprocess.run([sys.executable, "-c", "import verl"], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "VERL_USE_EXTERNAL_MODULES": modules.replace("verl_flexrec", "verl_flexrec_absent")})
     assert gone.returncode != 0 and "No module named 'verl_flexrec_absent'" in gone.stderr
+
+
+@pytest.mark.slow  # real data prep on a fixture and prompt measurement (~30 s)
+def test_a_real_launch_measures_prompts_guards_the_run_name_and_refuses_overlong(tmp_path):
+    """The script's non-dry path up to verl: PYTHON is a wrapper that records the verl command
+    instead of starting it and runs everything else (data prep, prompt-lengths, version check)."""
+    from verl_flexrec.data.fixtures import write_movielens
+    from verl_flexrec.testing import build_tiny_tokenizer
+
+    raw = tmp_path / "data" / "raw"
+    write_movielens(raw, n_users=40, n_movies=300, ratings_per_user=100)
+    build_tiny_tokenizer(tmp_path / "tok")
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/usr/bin/env bash\nif [[ "$1 $2" == "-m verl.trainer.main_ppo" ]]; then printf "%s\\n" "$@" '
+                       f'> "{tmp_path}/verl_args.txt"; exit 0; fi\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(wrapper), "DATA_DIR": str(tmp_path / "data"), "CKPT_DIR": str(tmp_path / "ckpt"),
+           "DOWNLOAD": "0", "TOKENIZER": str(tmp_path / "tok"), "RUN_NAME": "real", "DRY_RUN": "0"}
+
+    def launch(*extra, **more):
+        return subprocess.run(["bash", str(RECIPE / MAIN), "single_need", "ml-1m", *extra], capture_output=True,
+                              text=True, env={**env, **more}, timeout=600, cwd=tmp_path)
+
+    first = launch()
+    assert first.returncode == 0, first.stderr[-3000:]
+    args = (tmp_path / "verl_args.txt").read_text().splitlines()
+    cfg = _compose("flexrec_trainer", args[args.index("--config-name") + 2:])
+    _verl_checks(cfg)
+    data = tmp_path / "data" / "ml-1m" / "maximize_interest"
+    measured = json.loads((data / "prep_info.json").read_text())["prompt_tokens"]
+    assert cfg.data.max_prompt_length == measured["max_prompt_length"] >= max(measured["train"]["max"], measured["test"]["max"])
+    assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 2 * (cfg.data.max_prompt_length + 1024)
+    assert f"train rows / 32 prompts per step x 5 epochs" in first.stderr
+    assert (tmp_path / "ckpt" / "real" / "flexrec_launch.txt").read_text().splitlines() == args[args.index("--config-name") + 2:]
+
+    # the same name with other settings is refused before verl starts
+    (tmp_path / "verl_args.txt").unlink()
+    other = launch("trainer.total_epochs=9")
+    assert other.returncode == 2 and "RUN_NAME=real was started with other settings" in other.stderr
+    assert not (tmp_path / "verl_args.txt").exists()
+    # a prompt length that would drop rows stops with the count, before verl starts
+    short = launch(MAX_PROMPT_LENGTH=str(measured["train"]["p50"]), RUN_NAME="short")
+    assert short.returncode == 2 and "would drop" in short.stderr and "nothing was started" in short.stderr
+    assert not (tmp_path / "verl_args.txt").exists()
