@@ -29,7 +29,8 @@ __all__ = ["measure_prompts", "relabel", "run_interaction_pipeline", "settings_i
 
 def settings_info(args, train_needs: Sequence[Need], test_needs: Sequence[Need]) -> dict:
     """The run's settings for prep_info.json (paths left out: output must not depend on them)."""
-    skip = {"raw_dir", "out_dir", "no_progress", "prompt_tokenizer", "download", "download_url", "download_checksum", "needs_yaml"}
+    skip = {"raw_dir", "out_dir", "no_progress", "prompt_tokenizer", "download", "download_url", "download_checksum",
+            "needs_yaml"}
     # a file given by a flag is recorded by its name only: the output must not depend on the folder
     settings = {k: v.name if isinstance(v, Path) else v for k, v in sorted(vars(args).items()) if k not in skip}
     settings["train_needs"] = [n.name for n in train_needs]
