@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,12 +96,23 @@ def test_tiny_job_overrides_follow_the_environment(tmp_path):
     work, rest, check = parse(["run", "a=1", "--check"])
     assert work == Path("run").resolve() and rest == ["a=1"] and check
     assert parse(["a=1"])[:2] == (Path("tiny_cpu_run").resolve(), ["a=1"])
-    fixture = overrides_for(tmp_path, {})
+    fixture = overrides_for(tmp_path, {}, "run1")
     assert f"actor_rollout_ref.model.path={tmp_path / 'model'}" in fixture
-    assert f"trainer.default_local_dir={tmp_path / 'checkpoints'}" in fixture
+    # checkpoints are keyed by the run name: resume_mode=auto resumes only the run of the same name
+    assert f"trainer.default_local_dir={tmp_path / 'checkpoints' / 'run1'}" in fixture
+    assert "trainer.experiment_name=run1" in fixture
     assert not any(o.startswith("data.max_prompt_length") for o in fixture)
-    mine = overrides_for(tmp_path, {"TRAIN_FILE": "t", "CKPT_DIR": "/ck"})
-    assert "data.max_prompt_length=2560" in mine and "trainer.default_local_dir=/ck/checkpoints" in mine
+    mine = overrides_for(tmp_path, {"TRAIN_FILE": "t", "CKPT_DIR": "/ck"}, "run2")
+    assert "data.max_prompt_length=2560" in mine and "trainer.default_local_dir=/ck/checkpoints/run2" in mine
+
+
+def test_tiny_job_run_names_are_fresh_unless_given():
+    from verl_flexrec.cpu.tiny_job import run_name
+
+    assert run_name({"RUN_NAME": "mine"}) == "mine"
+    assert re.fullmatch(r"tiny_cpu_\d{8}_\d{6}", run_name({}))
+    with pytest.raises(SystemExit, match="plain folder name"):
+        run_name({"RUN_NAME": "a/b"})
 
 
 def _digests(folder: Path) -> dict[str, str]:

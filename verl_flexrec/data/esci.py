@@ -53,7 +53,7 @@ from .download import Source, fetch_sources
 from .io import DataPrepError, check_columns, find_file, log, run_main
 from .leakage import LeakageError
 from .parquet import write_outputs
-from .pipeline import settings_info, summarise
+from .pipeline import measure_prompts, settings_info, summarise
 from .rows import extra_info, make_row
 from .seeded import rng_for, sample_sorted
 from .targets import assign_needs, split_needs
@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> None:
             "settings": settings_info(args, train_needs, test_needs), "split": {"leakage_check": checked}}
     counts = write_outputs(args.out_dir, rows("train", train_needs), rows("test", test_needs), info)
     summarise(args.out_dir, counts, started)
+    measure_prompts(args)
 
 
 if __name__ == "__main__":

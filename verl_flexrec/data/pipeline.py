@@ -24,12 +24,13 @@ from .rows import ItemSource, render_interaction_row
 from .split import build_test_tasks, build_train_tasks, split_config
 from .targets import assign_needs
 
-__all__ = ["relabel", "run_interaction_pipeline", "settings_info", "summarise"]
+__all__ = ["measure_prompts", "relabel", "run_interaction_pipeline", "settings_info", "summarise"]
 
 
 def settings_info(args, train_needs: Sequence[Need], test_needs: Sequence[Need]) -> dict:
     """The run's settings for prep_info.json (paths left out: output must not depend on them)."""
-    skip = {"raw_dir", "out_dir", "no_progress", "download", "download_url", "download_checksum", "needs_yaml"}
+    skip = {"raw_dir", "out_dir", "no_progress", "prompt_tokenizer", "download", "download_url", "download_checksum",
+            "needs_yaml"}
     # a file given by a flag is recorded by its name only: the output must not depend on the folder
     settings = {k: v.name if isinstance(v, Path) else v for k, v in sorted(vars(args).items()) if k not in skip}
     settings["train_needs"] = [n.name for n in train_needs]
@@ -89,6 +90,7 @@ def run_interaction_pipeline(args, src: ItemSource, train_src: EventLog, test_sr
     counts = write_outputs(args.out_dir, rows(train_pairs, "train rows"), rows(test_pairs, "test rows"), info,
                            interactions=interactions)
     summarise(args.out_dir, counts, started)
+    measure_prompts(args)
     return {"rows": counts, **info["split"]}
 
 
@@ -100,6 +102,16 @@ def relabel(table: pa.Table, src: ItemSource) -> pa.Table:
             table = table.set_column(table.schema.get_field_index(column), column,
                                      pa.array(labels, type=pa.string()).take(codes))
     return table
+
+
+def measure_prompts(args) -> None:
+    """``--prompt-tokenizer``: prompt-token statistics into prep_info.json (:mod:`.prompt_lengths`)."""
+    if getattr(args, "prompt_tokenizer", None):
+        from .prompt_lengths import measure
+
+        result = measure(args.out_dir, args.prompt_tokenizer, progress=not args.no_progress)
+        log(f"prompt tokens ({args.prompt_tokenizer}): train max {result['train'].get('max')}, test max "
+            f"{result['test'].get('max')} -> data.max_prompt_length={result['max_prompt_length']} fits every row")
 
 
 def summarise(out_dir: Path, counts: Mapping[str, int], started: float) -> None:

@@ -24,6 +24,7 @@ The legacy trainer (``trainer.use_v1=false``) has no registry to plug a trainer 
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import transfer_queue as tq
@@ -33,6 +34,7 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from ..config import config_get
 from . import handoff
+from .checkpoint import check_resume_point
 from .item_data import ITEM_DATA_KEYS
 from .metrics import flexrec_training_metrics
 
@@ -113,6 +115,15 @@ class FlexRecTrainerMixin:
     @trainer_mode.setter
     def trainer_mode(self, value) -> None:  # PPOTrainer.__init__ assigns the configured name
         pass
+
+    def _load_checkpoint(self):
+        """verl's resume, after checking that ``resume_mode=auto``'s checkpoint is complete (:mod:`.checkpoint`)."""
+        if config_get(self.config, "trainer.resume_mode") == "auto":
+            folder = os.path.abspath(self.config.trainer.default_local_dir)
+            found = check_resume_point(folder)
+            what = f"resuming from {found}" if found else f"no checkpoint in {folder}, training from scratch"
+            print(f"[flexrec] resume_mode=auto: {what}", flush=True)
+        return super()._load_checkpoint()
 
     def _fetch_flexrec_batch(self, batch) -> handoff.FlexRecBatch:
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=_FETCH_FIELDS)
