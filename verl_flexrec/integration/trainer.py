@@ -4,7 +4,8 @@ Select it with ``trainer.v1.trainer_mode=flexrec_sync`` (verl's ``TaskRunnerV1``
 with ``get_trainer_cls``). It differs from verl's ``PPOTrainerSync`` in one method:
 
 ``_compute_advantage``
-    fetches ``uid``, ``response_mask`` and ``extra_fields`` of the batch's TransferQueue keys —
+    fetches ``uid`` and ``extra_fields`` of the batch's TransferQueue keys (each rollout's response
+    length comes with the keys, in verl's ``response_len`` tag) —
     ``extra_fields["reward_extra_info"]`` is where verl's ``AgentLoopWorker._compute_score``
     stored the ``flexrec`` reward manager's output for each rollout — and runs verl's own
     ``PPOTrainer._compute_advantage`` while :func:`verl_flexrec.integration.handoff.provide`
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import transfer_queue as tq
 from tensordict import NonTensorData, NonTensorStack
 from verl.trainer.ppo.v1.trainer_base import get_trainer_cls, register_trainer
@@ -56,7 +56,7 @@ REQUIRED_EXTRA_INFO_KEYS = (
     *ITEM_DATA_KEYS,
 )
 _REQUIRED_KEYS = frozenset(REQUIRED_EXTRA_INFO_KEYS)
-_FETCH_FIELDS = ["uid", "response_mask", "extra_fields"]
+_FETCH_FIELDS = ["uid", "extra_fields"]
 
 
 def _as_list(value) -> list:
@@ -71,36 +71,34 @@ def _as_list(value) -> list:
     return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
-def _row_sums(mask) -> list[int]:
-    """Number of response tokens (mask ones) per row of a nested or dense TransferQueue field."""
-    if getattr(mask, "is_nested", False):
-        values, offsets = mask.values(), mask.offsets()
-        if values.dim() == 1 and values.device.type == "cpu":
-            # jagged (bs, j): one numpy pass over the rows; a sum per row costs ~14 ms per 1,024 rows
-            starts, counts = offsets[:-1].numpy(), np.diff(offsets.numpy())
-            sums = np.zeros(len(counts), dtype=np.int64)
-            full = counts > 0  # reduceat reads an empty segment as one element: leave those at 0
-            if full.any():
-                sums[full] = np.add.reduceat(values.numpy(), starts[full])
-            return sums.tolist()
-        return [int(r.sum()) for r in mask.unbind(0)]
-    return [int(n) for n in mask.reshape(mask.shape[0], -1).sum(-1).tolist()]
+def _response_lengths(batch) -> list[int]:
+    """Response tokens of each row, from verl's TransferQueue tags (``AgentLoopWorkerTQ`` tags every
+    rollout with ``response_len``, ``upsample_batch_to_divisible_size`` its padding rows with 1)."""
+    try:
+        return [int(tag["response_len"]) for tag in batch.tags]
+    except (KeyError, TypeError):
+        key = next(k for k, tag in zip(batch.keys, batch.tags) if not isinstance(tag, dict) or "response_len" not in tag)
+        raise RuntimeError(
+            f"rollout {key!r} has no response_len tag in TransferQueue; the FlexRec seam "
+            "(verl_flexrec.integration.trainer) needs updating for this verl version"
+        ) from None
 
 
 def _final_rows(keys: list[str]) -> list[int]:
-    """Row of the last output of each row's ``{uid}_{session}_{index}`` trajectory (verl's key format)."""
-    last: dict[str, tuple[int, int]] = {}  # trajectory -> (index, row) of its latest output
-    heads = []
+    """Row of the last output of each row's ``{uid}_{session}_{index}`` trajectory (verl's key
+    format; ``compute_advantage_for_multi_trajectories`` groups the same way)."""
+    last: dict[str, tuple[int, int]] = {}
+    sessions = []
     for row, key in enumerate(keys):
         head, _, idx = key.rpartition("_")
         try:
             i = int(idx)
         except ValueError:
             head, i = key, 0
-        heads.append(head)
+        sessions.append(head)
         if head not in last or last[head][0] < i:
             last[head] = (i, row)
-    return [last[head][1] for head in heads]
+    return [last[head][1] for head in sessions]
 
 
 class FlexRecTrainerMixin:
@@ -117,7 +115,6 @@ class FlexRecTrainerMixin:
     def _fetch_flexrec_batch(self, batch) -> handoff.FlexRecBatch:
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=_FETCH_FIELDS)
         uids = [str(u) for u in _as_list(data.pop("uid"))]
-        lengths = _row_sums(data.pop("response_mask"))
         # absent only if no rollout carries extra_fields (TransferQueue drops unknown fields)
         extra = _as_list(data.pop("extra_fields")) if "extra_fields" in data.keys() else [None] * len(uids)
         real = [not tag.get("is_padding", False) for tag in batch.tags]
@@ -125,7 +122,6 @@ class FlexRecTrainerMixin:
         need_items = config_get(self.config, "algorithm.adv_estimator") == "flexrec"
         infos = []
         for row, (key, is_real, fields) in enumerate(zip(batch.keys, real, extra)):
-            is_final = final_rows[row] == row
             info = (fields or {}).get("reward_extra_info") if isinstance(fields, dict) else None
             has_keys = isinstance(info, dict) and _REQUIRED_KEYS <= info.keys()
             if is_real and not has_keys and need_items:
@@ -136,8 +132,10 @@ class FlexRecTrainerMixin:
                     "in the agent loop (no colocated reward model: reward.reward_model.enable=false, or "
                     "enable_resource_pool=true)"
                 )
-            infos.append(info if has_keys and is_real and is_final else None)
-        return handoff.FlexRecBatch(uids=uids, infos=infos, response_lengths=lengths, real=real, final_rows=final_rows)
+            infos.append(info if has_keys and is_real and final_rows[row] == row else None)
+        return handoff.FlexRecBatch(
+            uids=uids, infos=infos, response_lengths=_response_lengths(batch), real=real, final_rows=final_rows
+        )
 
     def _compute_advantage(self, batch, metrics: dict):
         provided = self._fetch_flexrec_batch(batch)
