@@ -21,7 +21,7 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-from test_trainer_seam_on_cpu import (  # noqa: F401 - tokenizer is a fixture
+from test_trainer_seam_on_cpu import (
     ROLLOUTS,
     InMemoryTQ,
     _agent_loop_worker,
@@ -30,7 +30,6 @@ from test_trainer_seam_on_cpu import (  # noqa: F401 - tokenizer is a fixture
     _padded,
     _response,
     _trainer,
-    tokenizer,
 )
 from transfer_queue import KVBatchMeta
 from verl.experimental.agent_loop.agent_loop import AgentLoopMetrics, AgentLoopOutput
@@ -40,6 +39,12 @@ from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
 from verl_flexrec.advantage import flexrec_advantages
 from verl_flexrec.config import FlexRecConfig
 from verl_flexrec.integration.item_data import collate_flexrec_inputs
+from verl_flexrec.testing import build_tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return build_tiny_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
 def _turns(session: int) -> int:

@@ -25,11 +25,18 @@ import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
-from test_trainer_seam_on_cpu import InMemoryTQ, _config, _expected, _padded, _roll_out, _trainer, tokenizer  # noqa: F401 - fixture
+from test_trainer_seam_on_cpu import InMemoryTQ, _config, _expected, _padded, _roll_out, _trainer
 from transfer_queue import KVBatchMeta
 from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
 
 from verl_flexrec.integration import handoff
+from verl_flexrec.testing import build_tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return build_tiny_tokenizer(tmp_path_factory.mktemp("tok"))
+
 
 OFF_POLICY_LOG_RATIO = 0.5  # old_log_prob - rollout_log_prob at the chosen tokens
 CASES = {
