@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 from unittest.mock import patch
@@ -54,9 +55,15 @@ from verl.trainer.ppo.v1.trainer_base import PPOTrainer, get_trainer_cls
 import verl_flexrec.register  # noqa: F401
 from verl_flexrec.integration import handoff
 from verl_flexrec.integration.estimator import compute_flexrec_advantage
-from verl_flexrec.integration.item_data import ITEM_REWARDS_KEY, ITEM_TOKENS_KEY, decode_item_rewards, decode_item_tokens
+from verl_flexrec.integration.item_data import (
+    ITEM_REWARDS_KEY,
+    ITEM_TOKENS_KEY,
+    decode_item_rewards,
+    decode_item_tokens,
+)
 from verl_flexrec.integration.trainer import FlexRecTrainerSync
 from verl_flexrec.parsing import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+from verl_flexrec.provenance import plugin_build
 from verl_flexrec.schema import GroundTruth
 from verl_flexrec.testing import build_tiny_tokenizer
 
@@ -518,17 +525,22 @@ def test_reward_manager_refuses_trainers_that_drop_item_rewards(tokenizer, use_v
         assert "trainer.v1.trainer_mode=flexrec_sync" in str(info.value)
 
 
-def test_the_recipe_config_builds_flexrec_sync_through_verls_constructor():
+def test_the_recipe_config_builds_flexrec_sync_through_verls_constructor(tmp_path):
     """TaskRunnerV1's own steps: get_trainer_cls(config.trainer.v1.trainer_mode)(config=config)."""
 
     from hydra import compose, initialize_config_dir
 
+    (tmp_path / "t.parquet").write_bytes(b"train rows")
     from verl_flexrec.recipes import config_dir as recipe_config_dir
 
     config_dir = recipe_config_dir()
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-        config = compose(config_name="flexrec_trainer", overrides=["data.train_files=/t", "data.val_files=/v"])
+        config = compose(config_name="flexrec_trainer",
+                         overrides=[f"data.train_files={tmp_path / 't.parquet'}", "data.val_files=/v"])
     trainer = get_trainer_cls(config.trainer.v1.trainer_mode)(config=config)
+    # the constructor recorded what the run trains with (docs/cluster.md)
+    assert trainer.flexrec_inputs.train_files == [{"path": str(tmp_path / "t.parquet"), "sha256": hashlib.sha256(b"train rows").hexdigest()}]
+    assert trainer.flexrec_inputs.critic_sha256 is None and trainer.flexrec_inputs.plugin == plugin_build()
     assert type(trainer) is FlexRecTrainerSync and trainer.trainer_mode == "sync"
     # verl's sync replay buffer with the configured prompt batch (an async mode would force 1)
     assert type(trainer.replay_buffer) is ReplayBuffer and trainer.replay_buffer.gen_batch_size == 32

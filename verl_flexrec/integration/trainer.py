@@ -12,7 +12,20 @@ with ``get_trainer_cls``). It differs from verl's ``PPOTrainerSync`` in one meth
     makes those rows visible to the ``flexrec`` estimator. Everything else (in-reward KL,
     rollout correction, writing nested advantages back to TransferQueue) stays verl's code.
     It then adds FlexRec's training metrics (:mod:`verl_flexrec.integration.metrics`) to the
-    step's metrics, which verl's ``fit`` logs through its trackers.
+    step's metrics, which verl's ``fit`` logs through its trackers. Every rollout's FlexRec data
+    must carry this trainer's verl-flexrec build (:func:`.workers.check_rollout_stamps`).
+
+Cluster safety, when the ``flexrec`` reward manager is configured (docs/cluster.md):
+
+``__init__``
+    hashes the critic and training files and pins the critic's hash in the config the workers
+    get (:mod:`verl_flexrec.integration.run_inputs`);
+``on_init_end``
+    asks every reward-loop worker which verl-flexrec, reward manager and critic it runs
+    (:func:`.workers.check_reward_workers`): a worker that failed to start stops the run here;
+``_save_checkpoint`` / ``_load_checkpoint``
+    write ``flexrec_provenance.json`` into each checkpoint and, on resume, refuse one trained with
+    another critic or other data unless ``algorithm.flexrec.reward.allow_changed_inputs_on_resume``.
 
 verl's trainer treats every ``trainer_mode`` other than ``"sync"`` as asynchronous (replay buffer,
 prompt persistence, checkpoint layout), so ``trainer_mode`` reads ``"sync"`` here whatever name
@@ -25,16 +38,20 @@ The legacy trainer (``trainer.use_v1=false``) has no registry to plug a trainer 
 from __future__ import annotations
 
 import logging
+import os
 
 import transfer_queue as tq
 from tensordict import NonTensorData, NonTensorStack
 from verl.trainer.ppo.v1.trainer_base import get_trainer_cls, register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-from ..config import config_get
+from ..config import FlexRecConfig, config_get
+from ..provenance import plugin_build
 from . import handoff
 from .item_data import ITEM_DATA_KEYS
 from .metrics import flexrec_training_metrics
+from .run_inputs import check_resumed_inputs, resolve_run_inputs, write_provenance
+from .workers import check_reward_workers, check_rollout_stamps
 
 __all__ = [
     "FLEXREC_TRAINER_MODE",
@@ -101,8 +118,55 @@ def _final_rows(keys: list[str]) -> list[int]:
     return [last[head][1] for head in sessions]
 
 
+def flexrec_configured(config) -> bool:
+    """Whether the run uses FlexRec's reward manager or estimator (then every rollout must carry FlexRec data)."""
+    return (
+        config_get(config, "algorithm.adv_estimator") == "flexrec"
+        or config_get(config, "reward.reward_manager.name") == "flexrec"
+    )
+
+
 class FlexRecTrainerMixin:
     """The FlexRec seam on top of any V1 ``PPOTrainer`` subclass (see the module docstring)."""
+
+    flexrec_inputs = None  # RunInputs of a FlexRec run (None: not one, or built without __init__)
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        if flexrec_configured(self.config):
+            self.flexrec_inputs = resolve_run_inputs(self.config)
+
+    def on_init_end(self):
+        if self.flexrec_inputs is not None:
+            from .reward_manager import FlexRecRewardManager
+
+            check_reward_workers(
+                self.reward_loop_manager.reward_loop_workers,
+                self.flexrec_inputs.plugin,
+                reward_manager=f"{FlexRecRewardManager.__module__}.{FlexRecRewardManager.__qualname__}",
+                critic_sha256=self.flexrec_inputs.critic_sha256,
+            )
+        super().on_init_end()
+
+    def _save_checkpoint(self):
+        if self.flexrec_inputs is not None:  # first: verl's latest_checkpointed_iteration.txt comes last
+            folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+            write_provenance(folder, self.flexrec_inputs)
+        return super()._save_checkpoint()
+
+    def _load_checkpoint(self):
+        result = super()._load_checkpoint()
+        if self.flexrec_inputs is not None and self.global_steps > 0:
+            allow = FlexRecConfig.from_algorithm_config(self.config.algorithm).reward.allow_changed_inputs_on_resume
+            check_resumed_inputs(self._resumed_folder(), self.flexrec_inputs, allow_changes=allow)
+        return result
+
+    def _resumed_folder(self) -> str:
+        """The checkpoint folder verl's ``_load_checkpoint`` just resumed from (its own rules)."""
+        trainer = self.config.trainer
+        if trainer.resume_mode == "resume_path":
+            return os.path.abspath(trainer.resume_from_path)
+        return os.path.join(os.path.abspath(trainer.default_local_dir), f"global_step_{self.global_steps}")
 
     @property
     def trainer_mode(self) -> str:
@@ -119,7 +183,7 @@ class FlexRecTrainerMixin:
         extra = _as_list(data.pop("extra_fields")) if "extra_fields" in data.keys() else [None] * len(uids)
         real = [not tag.get("is_padding", False) for tag in batch.tags]
         final_rows = _final_rows(list(batch.keys))
-        need_items = config_get(self.config, "algorithm.adv_estimator") == "flexrec"
+        need_items = flexrec_configured(self.config)
         infos = []
         for row, (key, is_real, fields) in enumerate(zip(batch.keys, real, extra)):
             info = (fields or {}).get("reward_extra_info") if isinstance(fields, dict) else None
@@ -128,11 +192,13 @@ class FlexRecTrainerMixin:
                 missing = [k for k in REQUIRED_EXTRA_INFO_KEYS if not isinstance(info, dict) or k not in info]
                 raise ValueError(
                     f"rollout {key!r}: extra_fields['reward_extra_info'] lacks {missing}. "
-                    "algorithm.adv_estimator=flexrec needs reward.reward_manager.name=flexrec and rewards computed "
-                    "in the agent loop (no colocated reward model: reward.reward_model.enable=false, or "
-                    "enable_resource_pool=true)"
+                    "A FlexRec run (algorithm.adv_estimator=flexrec or reward.reward_manager.name=flexrec) needs "
+                    "reward.reward_manager.name=flexrec on every reward-loop worker and rewards computed in the agent "
+                    "loop (no colocated reward model: reward.reward_model.enable=false, or enable_resource_pool=true)"
                 )
             infos.append(info if has_keys and is_real and final_rows[row] == row else None)
+        if need_items:
+            check_rollout_stamps(batch.keys, infos, plugin_build())
         return handoff.FlexRecBatch(
             uids=uids, infos=infos, response_lengths=_response_lengths(batch), real=real, final_rows=final_rows
         )
@@ -147,6 +213,8 @@ class FlexRecTrainerMixin:
                 "seam (verl_flexrec.integration.trainer) needs updating for this verl version"
             )
         metrics.update(self._flexrec_metrics(provided))
+        if self.flexrec_inputs is not None:
+            metrics.update(self.flexrec_inputs.metrics())
         return batch
 
     @staticmethod
