@@ -18,6 +18,7 @@ ERROR lines only. Two checks make that loud:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,12 +92,17 @@ def _worker_report():
     return report
 
 
-def _failure(error: BaseException) -> str:
-    """Ray's record of a failed actor: its header line (process, node) and the exception line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if len(lines) <= 2:
-        return " ".join(lines)
-    return f"{lines[0]} ... {lines[-1]}"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_WHERE = re.compile(r"pid=(\d+), ip=([^,)\s]+)")
+
+
+def _failure(name: str, error: BaseException) -> str:
+    """``<name> (pid P, node IP) failed to start: <exception line>`` from Ray's record of a failed actor."""
+    text = _ANSI.sub("", str(error))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    where = _WHERE.search(text)
+    at = f" (pid {where.group(1)}, node {where.group(2)})" if where else ""
+    return f"{name}{at} failed to start: {lines[-1] if lines else type(error).__name__}"
 
 
 def check_reward_workers(
@@ -124,7 +130,7 @@ def check_reward_workers(
         try:
             got = ray.get(ref)
         except ray.exceptions.RayActorError as e:
-            raise FlexRecClusterError(f"{name} failed to start: {_failure(e)}; {FIX}") from None
+            raise FlexRecClusterError(f"{_failure(name, e)}; {FIX}") from None
         where = f"{name} (process {got['where']}, node {got.get('node_ip', '?')})"
         if "error" in got:
             raise FlexRecClusterError(f"{where} cannot import verl_flexrec: {got['error']}; {FIX}")
