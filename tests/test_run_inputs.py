@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -88,7 +89,7 @@ class _VerlTrainer:
 
     def _load_checkpoint(self):
         latest = os.path.join(self.config.trainer.default_local_dir, "latest_checkpointed_iteration.txt")
-        self.global_steps = int(open(latest).read()) if os.path.exists(latest) else 0
+        self.global_steps = int(Path(latest).read_text()) if os.path.exists(latest) else 0
 
 
 class _Trainer(FlexRecTrainerMixin, _VerlTrainer):
