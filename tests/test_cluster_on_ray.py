@@ -177,3 +177,27 @@ def test_rollouts_scored_by_another_build_stop_the_step(cluster):
     msg = str(info.value)
     assert msg.startswith("rollout 'p0_0_0' was scored by verl-flexrec " + OTHER_VERSION)
     assert f"in process {socket.gethostname()}:" in msg and plugin_build() in msg
+
+
+def test_the_trainer_checks_its_reward_workers_before_verl_goes_on(cluster, monkeypatch):
+    """``FlexRecTrainerSync.on_init_end`` (verl calls it when the workers are up, before step 1)
+    asks verl's reward-loop workers, and stops before verl's own ``on_init_end`` on a bad one."""
+    from types import SimpleNamespace
+
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    from verl_flexrec.integration.run_inputs import RunInputs
+    from verl_flexrec.integration.trainer import FlexRecTrainerSync
+
+    workers, _, _ = cluster
+    reached = []
+    monkeypatch.setattr(PPOTrainerSync, "on_init_end", lambda self: reached.append(self))
+    trainer = FlexRecTrainerSync.__new__(FlexRecTrainerSync)
+    trainer.flexrec_inputs = RunInputs(plugin=plugin_build())
+    trainer.reward_loop_manager = SimpleNamespace(reward_loop_workers=[workers["good"], workers["missing_strict"]])
+    with pytest.raises(FlexRecClusterError, match=r"reward-loop worker 1 \(pid \d+, node [\d.]+\) failed to start"):
+        trainer.on_init_end()
+    assert reached == []
+    trainer.reward_loop_manager = SimpleNamespace(reward_loop_workers=[workers["good"]])
+    trainer.on_init_end()
+    assert reached == [trainer]
