@@ -89,4 +89,4 @@ def test_the_run_stops_before_its_first_step_naming_worker_node_and_package(brok
                       r"ModuleNotFoundError: No module named 'verl_flexrec'; install the same verl-flexrec on every node",
                       text)
     assert match, text[-6000:]
-    print(f"\nstopped after {report['wall_s']:.0f} s (setup included): {match.group(0)}")
+    print(f"\nthe trainer stopped after {report['wall_s']:.0f} s: {match.group(0)}")
