@@ -290,10 +290,11 @@ def bench_estimator(bs: int, L: int, repeats: int) -> dict:
 
 
 def bench_trainer_fetch(bs: int, L: int, repeats: int) -> dict:
-    """``flexrec_sync``'s per-step read of the rollouts' reward_extra_info (uid, response_mask and
-    extra_fields of every row, in the types TransferQueue's storage returns: a jagged tensor and
-    NonTensorStacks), from the fetched TensorDict to the handoff batch; the transfer itself and
-    verl's own reads are excluded. Not part of the trainer-path target (collation + estimator)."""
+    """``flexrec_sync``'s per-step read of the rollouts' reward_extra_info (uid and extra_fields of
+    every row, in the types TransferQueue's storage returns: NonTensorStacks; response lengths
+    come from the keys' tags), from the fetched TensorDict to the handoff batch; the transfer
+    itself and verl's own reads are excluded. Not part of the trainer-path target (collation +
+    estimator)."""
     from unittest.mock import patch
 
     import transfer_queue as tq
@@ -302,6 +303,7 @@ def bench_trainer_fetch(bs: int, L: int, repeats: int) -> dict:
     from transfer_queue.storage.managers.simple_storage_manager import AsyncSimpleStorageManager
 
     from verl_flexrec.integration.trainer import FlexRecTrainerSync
+    from verl_flexrec.provenance import PLUGIN_KEY, plugin_stamp
 
     _, mask, index, _, infos, _ = estimator_batch(bs, L)
     keys = [f"{u}_{i % 8}_0" for i, u in enumerate(index)]
@@ -309,13 +311,12 @@ def bench_trainer_fetch(bs: int, L: int, repeats: int) -> dict:
     pack = AsyncSimpleStorageManager._pack_field_values
     fields = {
         "uid": pack([str(u) for u in index]),
-        "response_mask": pack([torch.ones(int(n), dtype=torch.int64) for n in mask.sum(-1)]),
-        "extra_fields": pack([{"reward_extra_info": {**scalars, **info}} for info in infos]),
+        "extra_fields": pack([{"reward_extra_info": {**scalars, **info, PLUGIN_KEY: plugin_stamp()}} for info in infos]),
     }
     fetched = [TensorDict(dict(fields), batch_size=[bs]) for _ in range(repeats + 1)]  # the trainer pops fields
     trainer = FlexRecTrainerSync.__new__(FlexRecTrainerSync)
     trainer.config = OmegaConf.create({"algorithm": {"adv_estimator": "flexrec"}})
-    batch = KVBatchMeta(keys=keys, tags=[{}] * bs, partition_id="train")
+    batch = KVBatchMeta(keys=keys, tags=[{"response_len": int(n)} for n in mask.sum(-1)], partition_id="train")
     wall, cpu = [], []
     with patch.object(tq, "kv_batch_get", lambda **_: fetched.pop()):
         trainer._fetch_flexrec_batch(batch)

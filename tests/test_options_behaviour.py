@@ -27,7 +27,7 @@ from verl.trainer.ppo.reward import get_custom_reward_fn
 
 import verl_flexrec.register  # noqa: F401 - binds the registry names
 from verl_flexrec.advantage import flexrec_advantages
-from verl_flexrec.config import AdvantageOptions, UncertaintyOptions
+from verl_flexrec.config import UncertaintyOptions
 from verl_flexrec.parsing import ANSWER_CLOSE, ANSWER_OPEN, format_answer
 from verl_flexrec.schema import GroundTruth
 from verl_flexrec.uncertainty import uncertainty_scale

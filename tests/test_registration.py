@@ -97,3 +97,34 @@ def test_post_import_hook_runs_once_after_the_module_body_and_never_breaks_the_i
     finally:
         for name in ("flexrec_hook_probe", "flexrec_hook_probe.sub", "flexrec_hook_broken"):
             sys.modules.pop(name, None)
+
+
+UPSTREAM = """
+import verl  # with VERL_USE_EXTERNAL_PLUGINS=none: nothing of ours yet
+from verl.trainer.ppo import core_algos
+
+def compute_flexrec_outcome_advantage(*args, **kwargs):  # what the upstream series registers
+    raise AssertionError("not called here")
+
+compute_flexrec_outcome_advantage.__module__ = "verl.trainer.ppo.core_algos"
+core_algos.register_adv_est("flexrec")(compute_flexrec_outcome_advantage)
+
+import verl_flexrec.register  # the plugin on a verl that already has FlexRec: must not raise
+from verl.experimental.reward_loop.reward_manager.registry import REWARD_MANAGER
+from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+print(core_algos.ADV_ESTIMATOR_REGISTRY["flexrec"] is compute_flexrec_outcome_advantage,
+      REWARD_MANAGER["flexrec"].__module__, TRAINER_REGISTRY["flexrec_sync"].__module__)
+from verl_flexrec.doctor import run_doctor
+run_doctor()
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter importing verl (~7 s of CPU)
+def test_on_a_verl_with_its_own_flexrec_estimator_the_plugin_keeps_it():
+    """docs/upstreaming.md: with the upstream series applied, verl registers `flexrec` itself."""
+    out = _run(UPSTREAM, VERL_USE_EXTERNAL_PLUGINS="none")
+    assert out.returncode == 0, out.stderr
+    first, *doctor = out.stdout.splitlines()
+    assert first.split() == ["True", "verl_flexrec.integration.reward_manager", "verl_flexrec.integration.trainer"]
+    assert any("adv_estimator 'flexrec' -> verl.trainer.ppo.core_algos.compute_flexrec_outcome_advantage (verl's own" in line
+               for line in doctor), doctor

@@ -29,7 +29,6 @@ from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
 from verl.trainer.ppo import core_algos
 
 from test_trainer_seam_on_cpu import (  # the seam harness (tests/ is on sys.path, see conftest.py)
-    IDS,
     ROLLOUTS,
     InMemoryTQ,
     _agent_loop_worker,
@@ -218,7 +217,7 @@ def _mixin_trainer(adv_estimator):
     class Trainer(FlexRecTrainerMixin, _VerlWithoutTheEstimator):
         config = OmegaConf.create({"algorithm": {"adv_estimator": adv_estimator}})
 
-    return Trainer()
+    return Trainer.__new__(Trainer)  # the mixin's __init__ resolves a real run's inputs
 
 
 def test_trainer_refuses_a_verl_that_skips_the_flexrec_estimator(monkeypatch):
@@ -241,9 +240,10 @@ def test_trainer_reads_a_batch_without_extra_fields(monkeypatch):
 
     from verl_flexrec.integration import trainer as trainer_module
 
-    fetched = {"uid": ["u1", "u2", "u2"], "response_mask": torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1]])}
+    fetched = {"uid": ["u1", "u2", "u2"]}  # response lengths come from TransferQueue's response_len tags
     monkeypatch.setattr(trainer_module.tq, "kv_batch_get", lambda **kw: dict(fetched))
-    batch = SimpleNamespace(keys=["u1_0", "u2_0", "u2_1"], partition_id="train", tags=[{}, {}, {"is_padding": True}])
+    batch = SimpleNamespace(keys=["u1_0", "u2_0", "u2_1"], partition_id="train",
+                            tags=[{"response_len": 2}, {"response_len": 1}, {"is_padding": True, "response_len": 3}])
     provided = _mixin_trainer("grpo")._fetch_flexrec_batch(batch)
     assert provided.uids == ["u1", "u2", "u2"] and provided.infos == [None, None, None]
     assert provided.response_lengths == [2, 1, 3] and provided.real == [True, True, False]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 from unittest.mock import patch
@@ -54,9 +55,15 @@ from verl.trainer.ppo.v1.trainer_base import PPOTrainer, get_trainer_cls
 import verl_flexrec.register  # noqa: F401
 from verl_flexrec.integration import handoff
 from verl_flexrec.integration.estimator import compute_flexrec_advantage
-from verl_flexrec.integration.item_data import ITEM_REWARDS_KEY, ITEM_TOKENS_KEY, decode_item_rewards, decode_item_tokens
+from verl_flexrec.integration.item_data import (
+    ITEM_REWARDS_KEY,
+    ITEM_TOKENS_KEY,
+    decode_item_rewards,
+    decode_item_tokens,
+)
 from verl_flexrec.integration.trainer import FlexRecTrainerSync
 from verl_flexrec.parsing import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+from verl_flexrec.provenance import plugin_build
 from verl_flexrec.schema import GroundTruth
 from verl_flexrec.testing import build_tiny_tokenizer
 
@@ -453,18 +460,6 @@ def test_verl_grpo_under_the_flexrec_trainer_is_unchanged_and_still_logs(tokeniz
     assert "flexrec/uncertainty_scale/mean" not in metrics
 
 
-def test_row_sums_of_jagged_masks_with_empty_rows():
-    from verl_flexrec.integration.trainer import _row_sums
-
-    for rows in ([0, 3, 0, 2, 0], [0], [0, 0], [5], [1, 0, 0], [2, 7, 1]):
-        for dtype in (torch.int64, torch.bool, torch.float32):
-            masks = [torch.ones(n, dtype=dtype) for n in rows]
-            jagged = torch.nested.nested_tensor(masks, layout=torch.jagged)
-            assert _row_sums(jagged) == rows, (rows, dtype)
-            if len(set(rows)) == 1:
-                assert _row_sums(torch.stack(masks)) == rows  # dense
-
-
 def test_flexrec_sync_is_registered_and_behaves_as_verl_sync():
     assert get_trainer_cls("flexrec_sync") is FlexRecTrainerSync
     trainer = FlexRecTrainerSync.__new__(FlexRecTrainerSync)
@@ -493,10 +488,9 @@ def test_rows_out_of_order_are_refused():
     provided = handoff.FlexRecBatch(uids=["a", "a", "b"], infos=[None] * 3, response_lengths=[4, 4, 4], real=[True] * 3)
     with handoff.provide(provided), pytest.raises(handoff.FlexRecBatchMismatch, match="row 1"):
         compute_flexrec_advantage(torch.zeros(3, 4), mask, index=np.array(["a", "b", "a"], dtype=object), config=_config().algorithm)
-    short = mask.clone()
-    short[2, 3] = 0
-    with handoff.provide(provided), pytest.raises(handoff.FlexRecBatchMismatch, match="3 response tokens"):
-        compute_flexrec_advantage(torch.zeros(3, 4), short, index=np.array(["a", "a", "b"], dtype=object), config=_config().algorithm)
+    short = handoff.FlexRecBatch(uids=["a", "a", "b"], infos=[None] * 3, response_lengths=[4, 4, 3], real=[True] * 3)
+    with handoff.provide(short), pytest.raises(handoff.FlexRecBatchMismatch, match="row 2.*token 3.*3 response tokens"):
+        compute_flexrec_advantage(torch.zeros(3, 4), mask, index=np.array(["a", "a", "b"], dtype=object), config=_config().algorithm)
     # outside a trainer step the estimator is still verl's GRPO
     tlr = torch.zeros(3, 4)
     tlr[:, -1] = torch.tensor([1.0, 0.0, 2.0])
@@ -531,17 +525,22 @@ def test_reward_manager_refuses_trainers_that_drop_item_rewards(tokenizer, use_v
         assert "trainer.v1.trainer_mode=flexrec_sync" in str(info.value)
 
 
-def test_the_recipe_config_builds_flexrec_sync_through_verls_constructor():
+def test_the_recipe_config_builds_flexrec_sync_through_verls_constructor(tmp_path):
     """TaskRunnerV1's own steps: get_trainer_cls(config.trainer.v1.trainer_mode)(config=config)."""
 
     from hydra import compose, initialize_config_dir
 
+    (tmp_path / "t.parquet").write_bytes(b"train rows")
     from verl_flexrec.recipes import config_dir as recipe_config_dir
 
     config_dir = recipe_config_dir()
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-        config = compose(config_name="flexrec_trainer", overrides=["data.train_files=/t", "data.val_files=/v"])
+        config = compose(config_name="flexrec_trainer",
+                         overrides=[f"data.train_files={tmp_path / 't.parquet'}", "data.val_files=/v"])
     trainer = get_trainer_cls(config.trainer.v1.trainer_mode)(config=config)
+    # the constructor recorded what the run trains with (docs/cluster.md)
+    assert trainer.flexrec_inputs.train_files == [{"path": str(tmp_path / "t.parquet"), "sha256": hashlib.sha256(b"train rows").hexdigest()}]
+    assert trainer.flexrec_inputs.critic_sha256 is None and trainer.flexrec_inputs.plugin == plugin_build()
     assert type(trainer) is FlexRecTrainerSync and trainer.trainer_mode == "sync"
     # verl's sync replay buffer with the configured prompt batch (an async mode would force 1)
     assert type(trainer.replay_buffer) is ReplayBuffer and trainer.replay_buffer.gen_batch_size == 32

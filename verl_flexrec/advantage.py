@@ -130,6 +130,7 @@ def _cells_from_item_tokens(item_tokens: torch.Tensor, bs: int, length: int, K: 
 class FlexRecAdvantages:
     advantages: torch.Tensor  # (bs, L), float32, zero outside response_mask
     seq_advantage: torch.Tensor  # (bs,)
+    seq_token_advantage: torch.Tensor  # (bs,) float32, c_i A^seq_i: the value of a non-item response token
     item_advantage: torch.Tensor  # (bs, K), NaN where the rollout has no reward at that position
     scale: torch.Tensor  # (bs,), the uncertainty scale c_i (1 when disabled / absent)
     clipped: torch.Tensor  # (bs,) bool, c_i hit min_scale or max_scale
@@ -188,7 +189,8 @@ def flexrec_advantages(
     # overwritten, a sparse write of ~K ids' tokens per row instead of a (bs, L) gather
     if response_mask.is_floating_point() and response_mask.dtype != torch.float32:
         response_mask = response_mask.to(torch.float32)
-    adv = ((seq_adv * scale).to(torch.float32)[:, None] * response_mask).contiguous()
+    seq_token = (seq_adv * scale).to(torch.float32)
+    adv = (seq_token[:, None] * response_mask).contiguous()
     item_adv = torch.full((bs, 0), float("nan"), dtype=torch.float64)
     have_positions = item_token_pos is not None or item_tokens is not None
     if opts.mode == "flexrec" and item_rewards is not None and have_positions and bs:
@@ -208,6 +210,7 @@ def flexrec_advantages(
     return FlexRecAdvantages(
         advantages=adv,
         seq_advantage=seq_adv.to(torch.float32),
+        seq_token_advantage=seq_token,
         item_advantage=item_adv.to(torch.float32),
         scale=scale.to(torch.float32),
         clipped=clipped,

@@ -44,14 +44,27 @@ class RewardOptions:
     # choice: the response must close a <think> block before <answer> (Rec-R1 format).
     require_think: bool = True
     # choice: None = gains/variances come filled in the parquet (`python -m verl_flexrec.critic fill`);
-    # a critic checkpoint path = fill unobserved candidates live inside the reward-loop workers.
+    # a critic checkpoint path = fill unobserved candidates live inside the reward-loop workers
+    # (local, shared or hdfs://; each worker copies it with verl's copy_to_local and loads it once).
     critic_path: str | None = None
+    # SHA-256 the critic file must have. null = the file as the flexrec_sync trainer finds it when
+    # it starts: the trainer records its hash here, so every reward-loop worker serves that file
+    # or stops (docs/cluster.md).
+    critic_sha256: str | None = None
+    # resuming from a checkpoint whose flexrec_provenance.json names another critic or other
+    # training data is an error unless true.
+    allow_changed_inputs_on_resume: bool = False
 
     def __post_init__(self):
         _check_choice("reward.swap_mode", self.swap_mode, SWAP_MODES)
         _check_choice("reward.gain", self.gain, ("linear", "exponential"))
         if self.cutoff is not None and int(self.cutoff) < 1:
             raise ValueError(f"algorithm.flexrec.reward.cutoff must be >= 1 or null, got {self.cutoff}")
+        if self.critic_sha256 is not None:
+            digest = str(self.critic_sha256).strip().lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"algorithm.flexrec.reward.critic_sha256 must be 64 hex digits or null, got {self.critic_sha256!r}")
+            self.critic_sha256 = digest
 
 
 @dataclass

@@ -49,7 +49,10 @@ def run_doctor(print_fn=print) -> bool:
 
     import verl
 
+    from .provenance import plugin_build
+
     print_fn(f"[info] verl {verl.__version__} at {os.path.dirname(verl.__file__)}")
+    print_fn(f"[info] verl-flexrec {plugin_build()} (version+source digest: compare it across nodes; docs/cluster.md)")
     from .integration import REGISTERED_NAMES
 
     # Check what `import verl` alone registered (what every Ray worker gets), before importing
@@ -63,6 +66,9 @@ def run_doctor(print_fn=print) -> bool:
                 ok = False
                 missing.append((registry, name))
                 print_fn(f"[FAIL] {registry} {name!r} is not registered after `import verl`")
+            elif registry == "adv_estimator" and owner.startswith("verl."):
+                print_fn(f"[ok]   {registry} {name!r} -> {owner}.{obj.__name__} (verl's own, upstream FlexRec; "
+                         "the plugin's estimator is not registered)")
             elif not owner.startswith("verl_flexrec"):
                 ok = False
                 print_fn(f"[FAIL] {registry} {name!r} is bound to {owner}.{getattr(obj, '__name__', obj)}, not FlexRec's")

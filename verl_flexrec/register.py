@@ -6,6 +6,10 @@ also logged at ERROR before it propagates; ``python -m verl_flexrec doctor`` che
 Registration is idempotent: importing twice, or under ``VERL_USE_EXTERNAL_MODULES`` as well,
 binds the same objects again.
 
+A verl that ships its own ``flexrec`` estimator (the upstream patch series, docs/upstreaming.md)
+keeps it: the plugin registers its estimator only where verl has none, and the reward manager and
+trainer still register.
+
 The ``flexrec_sync`` trainer subclasses verl's V1 trainer, whose module pulls in Ray, TransferQueue
 and the training engines; it is registered lazily, when verl itself imports
 ``verl.trainer.ppo.v1`` (``TaskRunnerV1.run`` does, just before ``get_trainer_cls``), through a
@@ -33,8 +37,20 @@ def register_all() -> None:
     from .integration.reward_manager import FlexRecRewardManager
 
     register_reward_manager("flexrec")(FlexRecRewardManager)
-    register_adv_est("flexrec")(compute_flexrec_advantage)
+    upstream = registered_flexrec_estimator()
+    if upstream is None or upstream is compute_flexrec_advantage:
+        register_adv_est("flexrec")(compute_flexrec_advantage)
+    else:
+        logger.info("verl-flexrec: verl has its own `flexrec` estimator (%s.%s); keeping it",
+                    upstream.__module__, getattr(upstream, "__qualname__", upstream))
     register_trainer_lazily()
+
+
+def registered_flexrec_estimator():
+    """The function verl's estimator registry holds under ``flexrec`` (None: nothing yet)."""
+    from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY
+
+    return ADV_ESTIMATOR_REGISTRY.get("flexrec")
 
 
 V1_TRAINER_PACKAGE = "verl.trainer.ppo.v1"

@@ -1,10 +1,11 @@
-"""Command line: ``python -m verl_flexrec.critic {train,fill,evaluate,synth} ...``.
+"""Command line: ``python -m verl_flexrec.critic {train,fill,evaluate,serving,synth} ...``.
 
     python -m verl_flexrec.critic train    --data OUT/interactions.parquet OUT/train.parquet --out critic.pt
     python -m verl_flexrec.critic evaluate --critic critic.pt --data OUT/test.parquet \
                                            --train-data OUT/interactions.parquet OUT/train.parquet --out-dir rep/
     python -m verl_flexrec.critic fill     --critic critic.pt --data OUT/train.parquet --out OUT/train.filled.parquet
     python -m verl_flexrec.critic fill     --filler item_knn --data OUT/train.parquet --out OUT/train.iknn.parquet
+    python -m verl_flexrec.critic serving  --critic critic.pt --out critic.serving.pt  # for critic_path
     python -m verl_flexrec.critic synth    --out-dir /tmp/synth          # toy train/test parquet
 
 ``evaluate`` prints the critic-vs-baselines table (constant, ridge bias, cornac MF, user/item-KNN;
@@ -24,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import CriticDataError
-
 from .baselines import BASELINES
+from .data import CriticDataError
 
 FILLERS = ("critic", *BASELINES)
 
@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also score (user, item) pairs of the training data (default: held-out pairs only)",
     )
     e.add_argument("--json", action="store_true", help="print a JSON summary instead of the table")
+
+    v = sub.add_parser("serving", help="write the checkpoint without its training pairs, for live filling (critic_path)")
+    v.add_argument("--critic", required=True, help="checkpoint written by `train`")
+    v.add_argument("--out", required=True, help="serving file (e.g. critic.serving.pt)")
 
     s = sub.add_parser("synth", help="write a small synthetic train/test parquet pair (GroundTruth schema)")
     s.add_argument("--out-dir", required=True)
@@ -238,6 +242,15 @@ def _cmd_evaluate(a) -> dict:
     return None
 
 
+def _cmd_serving(a) -> dict:
+    from ..provenance import file_sha256
+    from .predictor import write_serving_file
+
+    out = write_serving_file(a.critic, a.out)
+    return {"out": str(out), "bytes": out.stat().st_size, "source_bytes": Path(a.critic).stat().st_size,
+            "sha256": file_sha256(out)}
+
+
 def _cmd_synth(a) -> dict:
     from .synthetic import make_rows, make_synthetic, write_parquet
 
@@ -269,7 +282,8 @@ def _cmd_synth(a) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    cmd = {"train": _cmd_train, "fill": _cmd_fill, "evaluate": _cmd_evaluate, "synth": _cmd_synth}[args.cmd]
+    cmd = {"train": _cmd_train, "fill": _cmd_fill, "evaluate": _cmd_evaluate, "serving": _cmd_serving,
+           "synth": _cmd_synth}[args.cmd]
     from .train import CriticTrainingError
 
     try:

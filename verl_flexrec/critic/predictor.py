@@ -1,15 +1,29 @@
 """Loading a trained critic and predicting gain means and variances (CPU, numpy in / numpy out).
 
 This is the "uncertainty critic worker" for live serving: the FlexRec reward manager (which verl
-already runs inside its reward-loop Ray actors) calls :func:`get_predictor` once per process and
-then :meth:`CriticPredictor.fill` / :meth:`CriticPredictor.predict` per rollout. No verl import.
+already runs inside its reward-loop Ray actors) calls :func:`get_predictor` once when the worker
+starts and then :meth:`CriticPredictor.fill` / :meth:`CriticPredictor.predict` per rollout.
+
+Serving. :func:`get_predictor` loads a file once per process however many threads ask at once
+(a lock around the load; an ``lru_cache`` alone lets every concurrent first call load its own
+copy), reads the file's bytes once, records their SHA-256 (``predictor.sha256``) and loads those
+same bytes, so the hash always describes what is served. It loads in *serving* form: without the
+training pairs (``seen_pairs``, one int64 per observed (user, item) — 88 MB at KuaiRec's 11M
+points — and the training history), which scoring never reads. :func:`write_serving_file` writes
+that form to disk, so workers also copy and read less; it stays a ``verl_flexrec.critic/2``
+checkpoint that any reader loads. Only :meth:`CriticPredictor.seen_pairs` (``critic evaluate``,
+which leaves training points out) needs the full file, and refuses a serving one.
+No verl import.
 """
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import io
+import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +35,7 @@ from .data import Vocab, split_categories
 from .features import SupportFeatures
 from .model import CriticConfig, CriticEnsemble, ensemble_moments
 
-__all__ = ["CHECKPOINT_FORMAT", "CriticPredictor", "get_predictor"]
+__all__ = ["CHECKPOINT_FORMAT", "CriticPredictor", "get_predictor", "write_serving_file"]
 
 CHECKPOINT_FORMAT = "verl_flexrec.critic/2"
 # /1 (an id-embedding ensemble without support features) cannot be mapped onto /2: retrain
@@ -68,6 +82,7 @@ class CriticPredictor:
         seen_pairs: np.ndarray | None = None,
         meta: dict | None = None,
         history: list | None = None,
+        serving: bool = False,
     ):
         self.model = model.eval()
         self.features = features
@@ -77,6 +92,11 @@ class CriticPredictor:
         self.seen_keys = np.asarray(seen_pairs if seen_pairs is not None else [], dtype=np.int64)
         self.meta = dict(meta or {})
         self.history = list(history or [])
+        # serving form: no training pairs or history (see the module docstring)
+        self.serving = bool(serving)
+        if self.serving:
+            self.seen_keys, self.history = np.zeros(0, dtype=np.int64), []
+        self.sha256: str | None = None  # of the file it was loaded from (CriticPredictor.load)
 
     @property
     def config(self) -> CriticConfig:
@@ -174,19 +194,32 @@ class CriticPredictor:
         keys = u * (len(self.items) + 1) + i
         return np.where((u > 0) & (i > 0), keys, -1)
 
+    def _need_training_pairs(self) -> None:
+        if self.serving:
+            raise ValueError(
+                "this critic was loaded in serving form, without the (user, item) pairs it was trained on; "
+                "load the full checkpoint (`python -m verl_flexrec.critic train` output) to tell training points apart"
+            )
+
     def seen_in_training(self, user_ids: Sequence[str], item_ids: Sequence[str]) -> np.ndarray:
         """True where the (user, item) pair was one of the observed points the critic learned from."""
+        self._need_training_pairs()
         if not len(self.seen_keys):
             return np.zeros(len(item_ids), dtype=bool)
         return np.isin(self.pair_keys(user_ids, item_ids), self.seen_keys)
 
     def seen_pairs(self) -> set[tuple[str, str]]:
         """``(user_id, item_id)`` of every observed point the critic learned from."""
+        self._need_training_pairs()
         width = len(self.items) + 1
         return {(self.users.values[k // width - 1], self.items.values[k % width - 1]) for k in self.seen_keys.tolist()}
 
     # -- persistence ---------------------------------------------------------------------------
-    def state(self) -> dict:
+    def state(self, serving: bool | None = None) -> dict:
+        """The checkpoint dict; ``serving=True`` leaves out the training pairs and history."""
+        serving = self.serving if serving is None else serving
+        if self.serving and not serving:
+            self._need_training_pairs()
         return {
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
@@ -203,21 +236,23 @@ class CriticPredictor:
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "target_std": self.target_std,
             "var_scale": self.var_scale,
-            "seen_pairs": torch.from_numpy(self.seen_keys),
+            "seen_pairs": torch.zeros(0, dtype=torch.int64) if serving else torch.from_numpy(self.seen_keys),
             "meta": self.meta,
-            "history": self.history,
+            "history": [] if serving else self.history,
+            "serving": bool(serving),
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write the checkpoint atomically (temp file + rename)."""
+    def save(self, path: str | Path, *, serving: bool | None = None) -> Path:
+        """Write the checkpoint atomically (temp file + rename); ``serving=True``: the serving form."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            torch.save(self.state(), tmp)
+            torch.save(self.state(serving), tmp)
         return path
 
     @classmethod
-    def from_state(cls, state: dict, source: str = "<state>") -> "CriticPredictor":
+    def from_state(cls, state: dict, source: str = "<state>", *, serving: bool = False) -> CriticPredictor:
+        """Build from a checkpoint dict; ``serving=True`` drops the training pairs and history."""
         got = state.get("format") if isinstance(state, dict) else type(state).__name__
         if got in OLD_FORMATS:
             raise ValueError(
@@ -247,29 +282,53 @@ class CriticPredictor:
             seen_pairs=state["seen_pairs"].numpy(),
             meta=state.get("meta"),
             history=state.get("history"),
+            serving=serving or bool(state.get("serving", False)),
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "CriticPredictor":
-        """Load a checkpoint written by ``python -m verl_flexrec.critic train`` (CPU, safe unpickling)."""
+    def load(cls, path: str | Path, *, serving: bool = False) -> CriticPredictor:
+        """Load a checkpoint written by ``python -m verl_flexrec.critic train`` (CPU, safe unpickling).
+
+        The file is read once; ``sha256`` is the SHA-256 of exactly the bytes loaded."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"critic checkpoint not found: {path}")
+        data = path.read_bytes()
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many types for a corrupt file
             raise ValueError(f"{path}: cannot read critic checkpoint: {e}") from None
-        return cls.from_state(state, str(path))
+        predictor = cls.from_state(state, str(path), serving=serving)
+        predictor.sha256 = hashlib.sha256(data).hexdigest()
+        return predictor
 
 
-@functools.lru_cache(maxsize=4)
-def _cached(path: str, mtime_ns: int) -> CriticPredictor:
-    return CriticPredictor.load(path)
+def write_serving_file(src: str | Path, dst: str | Path) -> Path:
+    """Write ``src``'s serving form (no training pairs or history) to ``dst``, atomically."""
+    return CriticPredictor.load(src).save(dst, serving=True)
+
+
+_LOAD_LOCK = threading.Lock()
+# resolved path -> ((mtime_ns, size), predictor): the newest load of each file
+_SERVED: dict[str, tuple[tuple[int, int], CriticPredictor]] = {}
 
 
 def get_predictor(path: str | Path) -> CriticPredictor:
-    """Process-wide cached :meth:`CriticPredictor.load` (reloads when the file changes)."""
+    """The process's serving-form :class:`CriticPredictor` of ``path``, loaded once.
+
+    Concurrent first calls wait for one load (a lock around it). A file rewritten since the last
+    load (new mtime or size) is loaded again by the next call; callers that must serve one
+    version for a whole run (the reward manager) keep the object they got.
+    """
     path = Path(path).resolve()
-    if not path.is_file():
-        raise FileNotFoundError(f"critic checkpoint not found: {path}")
-    return _cached(str(path), path.stat().st_mtime_ns)
+    with _LOAD_LOCK:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"critic checkpoint not found: {path}") from None
+        version = (stat.st_mtime_ns, stat.st_size)
+        hit = _SERVED.get(str(path))
+        if hit is None or hit[0] != version:
+            hit = (version, CriticPredictor.load(path, serving=True))
+            _SERVED[str(path)] = hit
+        return hit[1]

@@ -11,9 +11,7 @@ estimator one of two ways:
   ``reward_extra_info`` from TransferQueue and provides it through
   :mod:`verl_flexrec.integration.handoff` while verl's own ``_compute_advantage`` runs; the
   estimator checks the rows match (uid, response length) and uses ``token_level_rewards.sum(-1)``
-  as the sequence reward (so verl's in-reward KL penalty, when on, is included); of a
-  multi-output trajectory only the final output enters the statistics, the earlier ones get its
-  sequence advantage (verl's GRPO does the same);
+  as the sequence reward (so verl's in-reward KL penalty, when on, is included);
 * called directly, as keyword arguments.
 
 With neither, the estimator is verl's GRPO, exactly (it calls verl's function).
@@ -98,20 +96,31 @@ def _advantage_of_provided_batch(
     cfg: FlexRecConfig,
     norm_by_std: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """FlexRec advantages of the final outputs the trainer provided; an earlier output of a
-    multi-output trajectory gets its session's sequence advantage on every token (as verl's
-    GRPO broadcasts it); verl's padding rows get zeros."""
+    """FlexRec advantages of the rows the trainer provided.
+
+    Group statistics over the real final outputs (one per session, as verl's GRPO in
+    ``compute_advantage_for_multi_trajectories``); earlier outputs of a multi-output session get
+    their final output's sequence advantage ``c_i A^seq_i`` on every token; verl's padding rows
+    get zeros. ``response_mask`` is verl's, after its rollout correction: rejected tokens get 0.
+    """
     provided.check_aligned(index, response_mask)
-    rows = [i for i, real in enumerate(provided.real) if real and provided.is_final(i)]
-    all_real = len(rows) == len(provided)
-    adv = None if all_real else torch.zeros_like(token_level_rewards)
-    if rows:
-        sel = None if all_real else torch.tensor(rows, dtype=torch.long)
-        inputs = collate_flexrec_inputs(provided.infos if all_real else [provided.infos[i] for i in rows])
+    n = len(provided)
+    real = np.asarray(provided.real, dtype=bool)
+    final_of = np.arange(n) if provided.final_rows is None else np.asarray(provided.final_rows, dtype=np.int64)
+    rows = np.flatnonzero(real & (final_of == np.arange(n)))
+    followers = np.flatnonzero(real & (final_of != np.arange(n)))
+    every_row = len(rows) == n
+    adv = None if every_row else torch.zeros_like(token_level_rewards)
+    if len(rows):
+        sel = None if every_row else torch.from_numpy(rows)
+        mask = response_mask if every_row else response_mask[sel]
+        infos = provided.infos if every_row else [provided.infos[i] for i in rows]
+        inputs = collate_flexrec_inputs(infos)
+        _check_item_tokens_in_response(inputs["item_tokens"], provided, rows)
         out = flexrec_advantages(
-            response_mask if all_real else response_mask[sel],
-            index if all_real else np.asarray(index, dtype=object).reshape(-1)[rows],
-            token_level_rewards.sum(-1) if all_real else token_level_rewards.sum(-1)[sel],
+            mask,
+            index if every_row else np.asarray(index, dtype=object).reshape(-1)[rows],
+            token_level_rewards.sum(-1) if every_row else token_level_rewards.sum(-1)[sel],
             inputs["item_rewards"],
             None,
             inputs["uncertainty"],
@@ -120,17 +129,33 @@ def _advantage_of_provided_batch(
             uncertainty_options=cfg.uncertainty,
             norm_by_std=norm_by_std,
         )
-        if all_real:
+        if every_row:
             adv = out.advantages.to(token_level_rewards.dtype)
         else:
             adv[sel] = out.advantages.to(adv.dtype)
-            earlier = [i for i, real in enumerate(provided.real) if real and not provided.is_final(i)]
-            if earlier:
-                pos = {row: j for j, row in enumerate(rows)}
-                final = torch.tensor([pos[provided.final_rows[i]] for i in earlier], dtype=torch.long)
-                seq = (out.seq_advantage.double() * out.scale.double()).to(torch.float32)[final]
-                at = torch.tensor(earlier, dtype=torch.long)
-                adv[at] = (seq[:, None] * response_mask[at].to(torch.float32)).to(adv.dtype)
-        provided.result, provided.result_rows = out, rows
+        if len(followers):
+            position = np.full(n, -1, dtype=np.int64)
+            position[rows] = np.arange(len(rows))
+            seq = out.seq_token_advantage[torch.from_numpy(position[final_of[followers]])]
+            take = torch.from_numpy(followers)
+            adv[take] = (seq[:, None] * response_mask[take]).to(adv.dtype)
+        provided.result, provided.result_rows = out, rows.tolist()
     provided.consumed = True
     return adv, adv
+
+
+def _check_item_tokens_in_response(item_tokens: torch.Tensor, provided: handoff.FlexRecBatch, rows) -> None:
+    """Every item token must lie in its rollout's response (a reward manager that mapped ids onto
+    another tokenisation would otherwise credit the wrong tokens)."""
+    if not item_tokens.numel():
+        return
+    lengths = torch.as_tensor(provided.response_lengths, dtype=torch.long)[torch.as_tensor(rows, dtype=torch.long)]
+    past = item_tokens[:, 1] >= lengths.index_select(0, item_tokens[:, 0])
+    if bool(past.any()):
+        local, token, k = item_tokens[int(past.to(torch.int8).argmax())].tolist()
+        row = int(rows[local])
+        raise ValueError(
+            f"row {row} (uid={provided.uids[row]!r}): reward_extra_info puts ranked item {k} on response token {token}, "
+            f"but the response has {provided.response_lengths[row]} tokens; the reward manager mapped the ids onto "
+            "other tokens than the rollout's (verl_flexrec.integration.item_data)"
+        )

@@ -8,8 +8,14 @@ The FlexRec trainer (:mod:`verl_flexrec.integration.trainer`) therefore fetches 
 :func:`current` and records what it computed (scales, clipping) for the training metrics.
 
 Rows are matched by position, so the estimator checks that verl handed it the same rollouts in
-the same order (:meth:`FlexRecBatch.check_aligned`): same prompt uid and same number of response
-tokens per row. No verl import here.
+the same order (:meth:`FlexRecBatch.check_aligned`): the same prompt uid per row, and a
+``response_mask`` that marks no token past the row's own response. The alignment key is the
+response's length as TransferQueue stored it (the ``response_len`` tag of each rollout), not
+the number of ones in the mask: verl's rollout correction (``algorithm.rollout_correction``,
+``rollout_rs``) runs before the estimator and zeroes rejected tokens, or whole rejected
+sequences, in ``response_mask`` (``rollout_corr_helper.compute_rollout_rejection_mask`` returns
+``response_mask * keep``). It only ever removes tokens, so a mask reaching past its row's
+response can only be another rollout's. No verl import here.
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ class FlexRecBatch:
 
     ``infos[i]`` is the reward manager's ``reward_extra_info`` of row ``i``, or ``None`` for rows
     that carry no item signal (verl's batch padding, non-final outputs of a multi-output
-    trajectory). ``real[i]`` is False for verl's synthetic padding rows, which are left out of
-    every statistic. ``final_rows[i]`` is the row of the final output of row ``i``'s trajectory
-    (``i`` itself for a single-output one; ``None``: every row is final): only final outputs take
-    part in the statistics, an earlier output gets its session's sequence advantage, as verl's
-    ``compute_advantage_for_multi_trajectories`` does for GRPO.
+    trajectory). ``response_lengths[i]`` is the number of response tokens TransferQueue holds for
+    row ``i`` (verl's ``response_len`` tag; rollout correction may zero some of them in
+    ``response_mask``). ``real[i]`` is False for verl's synthetic padding rows, which are left out
+    of every statistic. ``final_rows[i]`` is the row holding the final output of row ``i``'s
+    session (``i`` itself for a final output; ``None``: every row is final): as in verl's GRPO
+    (``compute_advantage_for_multi_trajectories``) only final outputs enter the group statistics,
+    and the other outputs of a session take its final output's sequence advantage.
     """
 
     uids: list[str]
@@ -55,23 +63,21 @@ class FlexRecBatch:
 
     def __post_init__(self):
         n = len(self.uids)
-        if not (len(self.infos) == len(self.response_lengths) == len(self.real) == n):
+        finals = n if self.final_rows is None else len(self.final_rows)
+        if not (len(self.infos) == len(self.response_lengths) == len(self.real) == finals == n):
             raise ValueError(
                 f"FlexRecBatch needs one entry per row: uids={n}, infos={len(self.infos)}, "
-                f"response_lengths={len(self.response_lengths)}, real={len(self.real)}"
+                f"response_lengths={len(self.response_lengths)}, real={len(self.real)}, final_rows={finals}"
             )
-        if self.final_rows is not None and len(self.final_rows) != n:
-            raise ValueError(f"FlexRecBatch needs one final row per row: uids={n}, final_rows={len(self.final_rows)}")
-
-    def is_final(self, i: int) -> bool:
-        """Whether row ``i`` is the final output of its trajectory."""
-        return self.final_rows is None or self.final_rows[i] == i
 
     def __len__(self) -> int:
         return len(self.uids)
 
     def check_aligned(self, index: Sequence[Any] | np.ndarray | None, response_mask: torch.Tensor) -> None:
-        """Raise :class:`FlexRecBatchMismatch` unless ``index``/``response_mask`` describe these rows."""
+        """Raise :class:`FlexRecBatchMismatch` unless ``index``/``response_mask`` describe these rows.
+
+        Each row must have the fetched uid, and its mask may mark only tokens of its own response
+        (fewer than fetched is fine: rollout correction rejects tokens)."""
         if index is None:
             raise FlexRecBatchMismatch("verl called the flexrec estimator without `index` (the prompt uids)")
         got = np.asarray(index, dtype=object).reshape(-1)
@@ -79,18 +85,26 @@ class FlexRecBatch:
             raise FlexRecBatchMismatch(
                 f"verl passed {len(got)} rollouts to the flexrec estimator, the trainer fetched {len(self)}"
             )
-        lengths = response_mask.reshape(len(got), -1).sum(-1).cpu().numpy()
+        order = "verl's _compute_advantage no longer keeps TransferQueue key order (tests/test_trainer_seam_on_cpu.py)"
         uids = np.asarray(self.uids, dtype=object)
         same_uid = got == uids
         if not same_uid.all():  # uids that are not str (ints, numpy scalars): compare as text
             same_uid = got.astype(str) == uids.astype(str)
-        same = same_uid & (lengths == np.asarray(self.response_lengths))
-        if not same.all():
-            i = int(np.argmin(same))
+        if not same_uid.all():
+            i = int(np.argmin(same_uid))
             raise FlexRecBatchMismatch(
-                f"row {i}: verl's estimator input has uid={str(got[i])!r} with {int(lengths[i])} response tokens, the "
-                f"trainer fetched uid={self.uids[i]!r} with {self.response_lengths[i]}; verl's _compute_advantage no "
-                "longer keeps TransferQueue key order (tests/test_trainer_seam_on_cpu.py)"
+                f"row {i}: verl's estimator input has uid={str(got[i])!r}, the trainer fetched uid={self.uids[i]!r}; {order}"
+            )
+        mask = response_mask.reshape(len(got), -1)
+        lengths = torch.as_tensor(self.response_lengths, dtype=torch.long)
+        past = (mask != 0) & (torch.arange(mask.shape[1])[None, :] >= lengths[:, None])
+        if bool(past.any()):
+            i = int(past.any(1).to(torch.int8).argmax())
+            t = int(past[i].to(torch.int8).argmax())
+            raise FlexRecBatchMismatch(
+                f"row {i} (uid={self.uids[i]!r}): verl's response_mask marks token {t}, but the trainer fetched "
+                f"{self.response_lengths[i]} response tokens for this row, so it holds another rollout's mask (verl's "
+                f"rollout correction only removes tokens); {order}"
             )
 
 

@@ -19,9 +19,17 @@ flexrec_num_items          K, items in the ranked list (0 when invalid)
 flexrec_item_rewards_f32   the K item rewards, ranked order: float32 bytes as a latin-1 str
 flexrec_num_item_tokens    T, response tokens that spell a ranked id
 flexrec_item_tokens_i32    the T (token index, item position) pairs: int32 bytes, likewise
+flexrec_plugin             ``<version>+<source digest>@<host>:<pid>`` of the verl-flexrec that
+                           scored it (:mod:`verl_flexrec.provenance`); the trainer refuses a
+                           rollout from another build
 ndcg@5 ndcg@10 recall@5    evaluation metrics (0 for invalid output), logged by verl's validation
 mrr@5
 =========================  =====================================================================
+
+With ``algorithm.flexrec.reward.critic_path`` the manager loads the critic when verl constructs it
+(at reward-loop worker start: a bad path or a changed file stops the worker, and the trainer's
+start-up check reports it), once per process, and fills unobserved gains with that one object for
+the whole run (:mod:`verl_flexrec.integration.critic_serving`).
 
 :func:`verl_flexrec.integration.item_data.collate_flexrec_inputs` stacks a batch of these into the
 estimator's tensors with one ``np.frombuffer`` per array; the ``flexrec_sync`` trainer
@@ -36,6 +44,7 @@ from verl import DataProto
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
 from ..config import FlexRecConfig, config_get
+from ..provenance import PLUGIN_KEY, plugin_stamp
 from ..reward import score_response
 from ..schema import GroundTruth, GroundTruthError
 from ..tokens import char_spans_to_token_spans, token_char_offsets
@@ -50,6 +59,7 @@ EXTRA_INFO_KEYS = (
     "flexrec_ndcg",
     "flexrec_uncertainty",
     *ITEM_DATA_KEYS,
+    PLUGIN_KEY,
     "ndcg@5",
     "ndcg@10",
     "recall@5",
@@ -78,6 +88,12 @@ class FlexRecRewardManager(RewardManagerBase):
         self.flexrec = FlexRecConfig.from_algorithm_config(config_get(config, "algorithm"))
         # A response this long was cut by the rollout: an invalid one is reported as truncated.
         self.max_response_length = config_get(config, "actor_rollout_ref.rollout.response_length")
+        self.plugin_stamp = plugin_stamp()
+        self.critic = None
+        if self.flexrec.reward.critic_path:
+            from .critic_serving import serve_critic  # torch/numpy + verl.utils.fs
+
+            self.critic = serve_critic(self.flexrec.reward.critic_path, self.flexrec.reward.critic_sha256)
 
     def score_text(self, response_ids, ground_truth) -> dict:
         """Synchronous core of :meth:`run_single` for one rollout's valid response ids (a 1-D
@@ -85,12 +101,11 @@ class FlexRecRewardManager(RewardManagerBase):
         ids = response_ids.tolist() if hasattr(response_ids, "tolist") else list(map(int, response_ids))
         # transformers decodes a tensor faster than a list (no per-element type check)
         text = self.tokenizer.decode(response_ids, skip_special_tokens=True)
-        critic_path = self.flexrec.reward.critic_path
-        if critic_path:
-            from ..critic import get_predictor, is_filled  # torch/numpy only; cached per process
+        if self.critic is not None:
+            from ..critic import is_filled
 
             if not is_filled(ground_truth):
-                ground_truth = get_predictor(critic_path).fill(ground_truth)
+                ground_truth = self.critic.fill(ground_truth)
         result = score_response(text, ground_truth, self.flexrec.reward, self.flexrec.uncertainty)
         if not result.valid and self.max_response_length and len(ids) >= int(self.max_response_length):
             result.error = "truncated"
@@ -105,6 +120,7 @@ class FlexRecRewardManager(RewardManagerBase):
             "flexrec_ndcg": result.ndcg,
             "flexrec_uncertainty": result.uncertainty,
             **encode_item_data(result.item_rewards, token_spans),
+            PLUGIN_KEY: self.plugin_stamp,
             **result.metrics,
         }
         return {"reward_score": result.score, "reward_extra_info": info}

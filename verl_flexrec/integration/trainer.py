@@ -4,14 +4,28 @@ Select it with ``trainer.v1.trainer_mode=flexrec_sync`` (verl's ``TaskRunnerV1``
 with ``get_trainer_cls``). It differs from verl's ``PPOTrainerSync`` in one method:
 
 ``_compute_advantage``
-    fetches ``uid``, ``response_mask`` and ``extra_fields`` of the batch's TransferQueue keys —
+    fetches ``uid`` and ``extra_fields`` of the batch's TransferQueue keys (each rollout's response
+    length comes with the keys, in verl's ``response_len`` tag) —
     ``extra_fields["reward_extra_info"]`` is where verl's ``AgentLoopWorker._compute_score``
     stored the ``flexrec`` reward manager's output for each rollout — and runs verl's own
     ``PPOTrainer._compute_advantage`` while :func:`verl_flexrec.integration.handoff.provide`
     makes those rows visible to the ``flexrec`` estimator. Everything else (in-reward KL,
     rollout correction, writing nested advantages back to TransferQueue) stays verl's code.
     It then adds FlexRec's training metrics (:mod:`verl_flexrec.integration.metrics`) to the
-    step's metrics, which verl's ``fit`` logs through its trackers.
+    step's metrics, which verl's ``fit`` logs through its trackers. Every rollout's FlexRec data
+    must carry this trainer's verl-flexrec build (:func:`.workers.check_rollout_stamps`).
+
+Cluster safety, when the ``flexrec`` reward manager is configured (docs/cluster.md):
+
+``__init__``
+    hashes the critic and training files and pins the critic's hash in the config the workers
+    get (:mod:`verl_flexrec.integration.run_inputs`);
+``on_init_end``
+    asks every reward-loop worker which verl-flexrec, reward manager and critic it runs
+    (:func:`.workers.check_reward_workers`): a worker that failed to start stops the run here;
+``_save_checkpoint`` / ``_load_checkpoint``
+    write ``flexrec_provenance.json`` into each checkpoint and, on resume, refuse one trained with
+    another critic or other data unless ``algorithm.flexrec.reward.allow_changed_inputs_on_resume``.
 
 verl's trainer treats every ``trainer_mode`` other than ``"sync"`` as asynchronous (replay buffer,
 prompt persistence, checkpoint layout), so ``trainer_mode`` reads ``"sync"`` here whatever name
@@ -26,17 +40,19 @@ from __future__ import annotations
 import logging
 import os
 
-import numpy as np
 import transfer_queue as tq
 from tensordict import NonTensorData, NonTensorStack
 from verl.trainer.ppo.v1.trainer_base import get_trainer_cls, register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-from ..config import config_get
+from ..config import FlexRecConfig, config_get
+from ..provenance import plugin_build
 from . import handoff
 from .checkpoint import check_resume_point
 from .item_data import ITEM_DATA_KEYS
 from .metrics import flexrec_training_metrics
+from .run_inputs import check_resumed_inputs, resolve_run_inputs, write_provenance
+from .workers import check_reward_workers, check_rollout_stamps
 
 __all__ = [
     "FLEXREC_TRAINER_MODE",
@@ -58,7 +74,7 @@ REQUIRED_EXTRA_INFO_KEYS = (
     *ITEM_DATA_KEYS,
 )
 _REQUIRED_KEYS = frozenset(REQUIRED_EXTRA_INFO_KEYS)
-_FETCH_FIELDS = ["uid", "response_mask", "extra_fields"]
+_FETCH_FIELDS = ["uid", "extra_fields"]
 
 
 def _as_list(value) -> list:
@@ -73,40 +89,93 @@ def _as_list(value) -> list:
     return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
-def _row_sums(mask) -> list[int]:
-    """Number of response tokens (mask ones) per row of a nested or dense TransferQueue field."""
-    if getattr(mask, "is_nested", False):
-        values, offsets = mask.values(), mask.offsets()
-        if values.dim() == 1 and values.device.type == "cpu":
-            # jagged (bs, j): one numpy pass over the rows; a sum per row costs ~14 ms per 1,024 rows
-            starts, counts = offsets[:-1].numpy(), np.diff(offsets.numpy())
-            sums = np.zeros(len(counts), dtype=np.int64)
-            full = counts > 0  # reduceat reads an empty segment as one element: leave those at 0
-            if full.any():
-                sums[full] = np.add.reduceat(values.numpy(), starts[full])
-            return sums.tolist()
-        return [int(r.sum()) for r in mask.unbind(0)]
-    return [int(n) for n in mask.reshape(mask.shape[0], -1).sum(-1).tolist()]
+def _response_lengths(batch) -> list[int]:
+    """Response tokens of each row, from verl's TransferQueue tags (``AgentLoopWorkerTQ`` tags every
+    rollout with ``response_len``, ``upsample_batch_to_divisible_size`` its padding rows with 1)."""
+    try:
+        return [int(tag["response_len"]) for tag in batch.tags]
+    except (KeyError, TypeError):
+        key = next(k for k, tag in zip(batch.keys, batch.tags) if not isinstance(tag, dict) or "response_len" not in tag)
+        raise RuntimeError(
+            f"rollout {key!r} has no response_len tag in TransferQueue; the FlexRec seam "
+            "(verl_flexrec.integration.trainer) needs updating for this verl version"
+        ) from None
 
 
 def _final_rows(keys: list[str]) -> list[int]:
-    """Row of the last output of each row's ``{uid}_{session}_{index}`` trajectory (verl's key format)."""
-    last: dict[str, tuple[int, int]] = {}  # trajectory -> (index, row) of its latest output
-    heads = []
+    """Row of the last output of each row's ``{uid}_{session}_{index}`` trajectory (verl's key
+    format; ``compute_advantage_for_multi_trajectories`` groups the same way)."""
+    last: dict[str, tuple[int, int]] = {}
+    sessions = []
     for row, key in enumerate(keys):
         head, _, idx = key.rpartition("_")
         try:
             i = int(idx)
         except ValueError:
             head, i = key, 0
-        heads.append(head)
+        sessions.append(head)
         if head not in last or last[head][0] < i:
             last[head] = (i, row)
-    return [last[head][1] for head in heads]
+    return [last[head][1] for head in sessions]
+
+
+def flexrec_configured(config) -> bool:
+    """Whether the run uses FlexRec's reward manager or estimator (then every rollout must carry FlexRec data)."""
+    return (
+        config_get(config, "algorithm.adv_estimator") == "flexrec"
+        or config_get(config, "reward.reward_manager.name") == "flexrec"
+    )
 
 
 class FlexRecTrainerMixin:
     """The FlexRec seam on top of any V1 ``PPOTrainer`` subclass (see the module docstring)."""
+
+    flexrec_inputs = None  # RunInputs of a FlexRec run (None: not one, or built without __init__)
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        if flexrec_configured(self.config):
+            self.flexrec_inputs = resolve_run_inputs(self.config)
+
+    def on_init_end(self):
+        if self.flexrec_inputs is not None:
+            from .reward_manager import FlexRecRewardManager
+
+            check_reward_workers(
+                self.reward_loop_manager.reward_loop_workers,
+                self.flexrec_inputs.plugin,
+                reward_manager=f"{FlexRecRewardManager.__module__}.{FlexRecRewardManager.__qualname__}",
+                critic_sha256=self.flexrec_inputs.critic_sha256,
+            )
+        super().on_init_end()
+
+    def _save_checkpoint(self):
+        if self.flexrec_inputs is not None:  # first: verl's latest_checkpointed_iteration.txt comes last
+            folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+            write_provenance(folder, self.flexrec_inputs)
+        return super()._save_checkpoint()
+
+    def _load_checkpoint(self):
+        """verl's resume, after checking that ``resume_mode=auto``'s checkpoint is complete
+        (:mod:`.checkpoint`), and then that the run's critic and training data are the ones the
+        checkpoint was trained with (:mod:`.run_inputs`)."""
+        if config_get(self.config, "trainer.resume_mode") == "auto":
+            folder = os.path.abspath(self.config.trainer.default_local_dir)
+            found = check_resume_point(folder)
+            what = f"resuming from {found}" if found else f"no checkpoint in {folder}, training from scratch"
+            print(f"[flexrec] resume_mode=auto: {what}", flush=True)
+        result = super()._load_checkpoint()
+        if self.flexrec_inputs is not None and self.global_steps > 0:
+            allow = FlexRecConfig.from_algorithm_config(self.config.algorithm).reward.allow_changed_inputs_on_resume
+            check_resumed_inputs(self._resumed_folder(), self.flexrec_inputs, allow_changes=allow)
+        return result
+
+    def _resumed_folder(self) -> str:
+        """The checkpoint folder verl's ``_load_checkpoint`` just resumed from (its own rules)."""
+        trainer = self.config.trainer
+        if trainer.resume_mode == "resume_path":
+            return os.path.abspath(trainer.resume_from_path)
+        return os.path.join(os.path.abspath(trainer.default_local_dir), f"global_step_{self.global_steps}")
 
     @property
     def trainer_mode(self) -> str:
@@ -116,39 +185,33 @@ class FlexRecTrainerMixin:
     def trainer_mode(self, value) -> None:  # PPOTrainer.__init__ assigns the configured name
         pass
 
-    def _load_checkpoint(self):
-        """verl's resume, after checking that ``resume_mode=auto``'s checkpoint is complete (:mod:`.checkpoint`)."""
-        if config_get(self.config, "trainer.resume_mode") == "auto":
-            folder = os.path.abspath(self.config.trainer.default_local_dir)
-            found = check_resume_point(folder)
-            what = f"resuming from {found}" if found else f"no checkpoint in {folder}, training from scratch"
-            print(f"[flexrec] resume_mode=auto: {what}", flush=True)
-        return super()._load_checkpoint()
 
     def _fetch_flexrec_batch(self, batch) -> handoff.FlexRecBatch:
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=_FETCH_FIELDS)
         uids = [str(u) for u in _as_list(data.pop("uid"))]
-        lengths = _row_sums(data.pop("response_mask"))
         # absent only if no rollout carries extra_fields (TransferQueue drops unknown fields)
         extra = _as_list(data.pop("extra_fields")) if "extra_fields" in data.keys() else [None] * len(uids)
         real = [not tag.get("is_padding", False) for tag in batch.tags]
         final_rows = _final_rows(list(batch.keys))
-        need_items = config_get(self.config, "algorithm.adv_estimator") == "flexrec"
+        need_items = flexrec_configured(self.config)
         infos = []
         for row, (key, is_real, fields) in enumerate(zip(batch.keys, real, extra)):
-            is_final = final_rows[row] == row
             info = (fields or {}).get("reward_extra_info") if isinstance(fields, dict) else None
             has_keys = isinstance(info, dict) and _REQUIRED_KEYS <= info.keys()
             if is_real and not has_keys and need_items:
                 missing = [k for k in REQUIRED_EXTRA_INFO_KEYS if not isinstance(info, dict) or k not in info]
                 raise ValueError(
                     f"rollout {key!r}: extra_fields['reward_extra_info'] lacks {missing}. "
-                    "algorithm.adv_estimator=flexrec needs reward.reward_manager.name=flexrec and rewards computed "
-                    "in the agent loop (no colocated reward model: reward.reward_model.enable=false, or "
-                    "enable_resource_pool=true)"
+                    "A FlexRec run (algorithm.adv_estimator=flexrec or reward.reward_manager.name=flexrec) needs "
+                    "reward.reward_manager.name=flexrec on every reward-loop worker and rewards computed in the agent "
+                    "loop (no colocated reward model: reward.reward_model.enable=false, or enable_resource_pool=true)"
                 )
-            infos.append(info if has_keys and is_real and is_final else None)
-        return handoff.FlexRecBatch(uids=uids, infos=infos, response_lengths=lengths, real=real, final_rows=final_rows)
+            infos.append(info if has_keys and is_real and final_rows[row] == row else None)
+        if need_items:
+            check_rollout_stamps(batch.keys, infos, plugin_build())
+        return handoff.FlexRecBatch(
+            uids=uids, infos=infos, response_lengths=_response_lengths(batch), real=real, final_rows=final_rows
+        )
 
     def _compute_advantage(self, batch, metrics: dict):
         provided = self._fetch_flexrec_batch(batch)
@@ -160,6 +223,8 @@ class FlexRecTrainerMixin:
                 "seam (verl_flexrec.integration.trainer) needs updating for this verl version"
             )
         metrics.update(self._flexrec_metrics(provided))
+        if self.flexrec_inputs is not None:
+            metrics.update(self.flexrec_inputs.metrics())
         return batch
 
     @staticmethod
