@@ -25,11 +25,11 @@ Framework-free (no verl import). ``write_task(out_dir, ...)`` writes ``train.par
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..needs import Need
 from ..prompt import Candidate, render_candidate
 from ..schema import GroundTruth
@@ -101,7 +101,6 @@ def write_task(out_dir: str | Path, *, n_train: int = 640, n_val: int = 50, seed
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, split, n in (("train.parquet", "train", n_train), ("test.parquet", "test", n_val)):
-        tmp = out / f".{name}.tmp"
-        pq.write_table(pa.Table.from_pylist(build_rows(n, split, seed)), tmp)
-        os.replace(tmp, out / name)
+        with atomic_path(out / name) as tmp:
+            pq.write_table(pa.Table.from_pylist(build_rows(n, split, seed)), tmp)
     return out

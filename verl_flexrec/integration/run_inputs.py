@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from omegaconf import open_dict
 from verl.utils.fs import copy_to_local, is_non_local
 
+from ..atomic import write_text_atomic
 from ..config import FlexRecConfig, config_get
 from ..provenance import file_sha256, plugin_build
 from .critic_serving import CriticMismatch, local_critic_path
@@ -117,10 +118,7 @@ def write_provenance(folder: str, inputs: RunInputs) -> str:
     """Write ``flexrec_provenance.json`` into a checkpoint folder (atomically)."""
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, PROVENANCE_FILE)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(inputs.record(), f, indent=1)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(inputs.record(), indent=1))
     return path
 
 
