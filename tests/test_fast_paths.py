@@ -425,3 +425,41 @@ def test_char_spans_to_token_spans_by_hand():
     assert char_spans_to_token_spans(offsets, [(1, 4)]) == [(0, 4)]  # every token overlapping [1, 4)
     assert char_spans_to_token_spans(offsets, [(6, 7)]) == [(4, 4)]  # past every token: empty, at the end
     assert char_spans_to_token_spans([], [(0, 1)]) == [(0, 0)]
+
+
+@SETTINGS
+@given(
+    bs=st.integers(1, 12),
+    length=st.integers(0, 40),
+    seed=st.integers(0, 2**31 - 1),
+    reject=st.floats(0.0, 1.0),
+    corrupt=st.sampled_from(["none", "past", "swap"]),
+    dtype=st.sampled_from([torch.float32, torch.int64, torch.bool]),
+)
+def test_alignment_check_equals_the_token_by_token_comparison(bs, length, seed, reject, corrupt, dtype):
+    """FlexRecBatch.check_aligned's two-reduction screen finds exactly the rows whose mask is not
+    their response prefix, and it raises exactly when some row marks a token past its response
+    (the plain bs x L comparison), after rollout-correction-like rejections and misalignments."""
+    from verl_flexrec.integration.handoff import FlexRecBatch, FlexRecBatchMismatch, rows_not_exactly_their_response
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, length + 1, bs)
+    mask = (np.arange(length)[None, :] < lengths[:, None]) & (rng.random((bs, length)) >= reject * rng.random())
+    short = np.flatnonzero(lengths < length)
+    if corrupt == "past" and len(short):
+        i = int(rng.choice(short))
+        mask[i, int(rng.integers(lengths[i], length))] = True
+    elif corrupt == "swap" and bs > 1:
+        mask = mask[rng.permutation(bs)]
+    full = torch.from_numpy(mask)
+    prefix = torch.arange(length)[None, :] < torch.from_numpy(lengths)[:, None]
+    expected_rows = torch.nonzero((full != prefix).any(1)).squeeze(1)
+    assert torch.equal(rows_not_exactly_their_response(full.to(dtype), torch.from_numpy(lengths)), expected_rows)
+
+    batch = FlexRecBatch(uids=["g"] * bs, infos=[None] * bs, response_lengths=lengths.tolist(), real=[True] * bs)
+    marks_past = bool((full & ~prefix).any())
+    if marks_past:
+        with pytest.raises(FlexRecBatchMismatch, match=r"row \d+ .*marks token \d+"):
+            batch.check_aligned(["g"] * bs, full.to(dtype))
+    else:
+        batch.check_aligned(["g"] * bs, full.to(dtype))

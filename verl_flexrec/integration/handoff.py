@@ -97,15 +97,35 @@ class FlexRecBatch:
             )
         mask = response_mask.reshape(len(got), -1)
         lengths = torch.as_tensor(self.response_lengths, dtype=torch.long)
-        past = (mask != 0) & (torch.arange(mask.shape[1])[None, :] >= lengths[:, None])
+        rows = rows_not_exactly_their_response(mask, lengths)  # only these can mark a token past it
+        sub = mask.index_select(0, rows)
+        past = (sub != 0) & (torch.arange(mask.shape[1])[None, :] >= lengths.index_select(0, rows)[:, None])
         if bool(past.any()):
-            i = int(past.any(1).to(torch.int8).argmax())
-            t = int(past[i].to(torch.int8).argmax())
+            j = int(past.any(1).to(torch.int8).argmax())
+            i, t = int(rows[j]), int(past[j].to(torch.int8).argmax())
             raise FlexRecBatchMismatch(
                 f"row {i} (uid={self.uids[i]!r}): verl's response_mask marks token {t}, but the trainer fetched "
                 f"{self.response_lengths[i]} response tokens for this row, so it holds another rollout's mask (verl's "
                 f"rollout correction only removes tokens); {order}"
             )
+
+
+def rows_not_exactly_their_response(mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Rows of a 0/1 ``(bs, L)`` mask that do not mark exactly the tokens ``[0, length)``.
+
+    A 0/1 row marks exactly those when it marks ``n = length`` tokens whose indices sum to
+    ``n (n - 1) / 2``, the smallest sum of ``n`` distinct indices. Two reductions (a sum and a
+    matrix-vector product) instead of comparing all bs x L tokens, which cost the trainer path
+    more than verl's whole ``grpo_vectorized`` (benchmarks/bench_cost.py); only the rows found here
+    (all of them under token-level rollout correction) need the token-by-token check. Integer sums
+    below 2**24 are exact in float32.
+    """
+    length = mask.shape[-1]
+    dtype = torch.float32 if length * (length - 1) // 2 < 2**24 else torch.float64
+    m = mask if mask.dtype == dtype else mask.to(dtype)
+    n = lengths.to(dtype)
+    count, index_sum = m.sum(1), torch.mv(m, torch.arange(length, dtype=dtype))
+    return torch.nonzero((count != n) | (index_sum != n * (n - 1) / 2)).squeeze(1)
 
 
 _ACTIVE: contextvars.ContextVar[FlexRecBatch | None] = contextvars.ContextVar("flexrec_batch", default=None)
