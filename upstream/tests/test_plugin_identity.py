@@ -15,8 +15,8 @@ Compared, with ``torch.equal`` on every token:
   ``non_tensor_batch`` (verl's padding rows: empty response mask, a copy of a real row's info);
 * no item data: both equal verl's GRPO.
 
-Random batches hold invalid rollouts (no items), ragged lists, spans that overlap or run past the
-row's own response, single-rollout groups, tied and near-tied item rewards, and uncertainty
+Random batches hold invalid rollouts (no items), ragged lists, spans that overlap or (keyword
+tensors only: the plugin's trainer path refuses them) run past the row's own response, single-rollout groups, tied and near-tied item rewards, and uncertainty
 zero, positive and absent; every item_norm, uncertainty normalisation, add_seq and std setting.
 
 Options are translated field by field from the plugin's dataclasses, so a plugin option the
@@ -136,8 +136,12 @@ def _config_id(cfg: FlexRecConfig) -> str:
 
 
 # ----------------------------------------------------------------------------- random batches
-def _reward_extra_info(rng: random.Random, ties: str, with_u: bool, length: int) -> tuple[dict, float, int]:
-    """One rollout's reward_extra_info as the plugin's reward manager writes it, its score and length."""
+def _reward_extra_info(
+    rng: random.Random, ties: str, with_u: bool, length: int, within_response: bool = False
+) -> tuple[dict, float, int]:
+    """One rollout's reward_extra_info as the plugin's reward manager writes it, its score and length;
+    ``within_response``: every span inside the row's own response (what the reward manager writes,
+    and what the plugin's trainer path requires: it refuses item tokens past the response)."""
     n_items = rng.choice([0, 0, 3, 5, 6, 6])  # 0 = invalid response
     if ties == "ties":
         draw = lambda: rng.choice([-0.1, 0.0, 0.25])  # noqa: E731
@@ -145,10 +149,12 @@ def _reward_extra_info(rng: random.Random, ties: str, with_u: bool, length: int)
         draw = lambda: 0.3 + rng.choice([0.0, 1e-7, 2e-6])  # noqa: E731
     else:
         draw = lambda: rng.gauss(0.0, 0.3)  # noqa: E731
+    row_length = rng.randint(1, length)
+    end_max = row_length if within_response else LENGTH
     spans = []
-    for _ in range(n_items):  # inside the padded response; they may overlap and pass the row's own length
-        first = rng.randint(0, LENGTH - 1)
-        spans.append([first, min(first + rng.randint(0, 3), LENGTH)])
+    for _ in range(n_items):  # inside the padded response; they may overlap (and pass the row's own length)
+        first = rng.randint(0, end_max - 1)
+        spans.append([first, min(first + rng.randint(0, 3), end_max)])
     rewards = [draw() for _ in range(n_items)]
     score = (0.1 + rng.random()) if n_items else -2.0
     info = {
@@ -162,16 +168,16 @@ def _reward_extra_info(rng: random.Random, ties: str, with_u: bool, length: int)
         "flexrec_item_rewards": json.dumps(rewards),
         "flexrec_item_token_spans": json.dumps(spans),
     }
-    return info, score, rng.randint(1, length)
+    return info, score, row_length
 
 
-def _random_batch(rng: random.Random):
+def _random_batch(rng: random.Random, within_response: bool = False):
     uids, infos, scores, lengths = [], [], [], []
     ties = rng.choice(["ties", "near", "continuous"])
     with_u = rng.random() < 0.8
     for g in range(rng.randint(1, 5)):
         for _ in range(rng.choice([1, 1, 2, 4, 8])):
-            info, score, length = _reward_extra_info(rng, ties, with_u, LENGTH)
+            info, score, length = _reward_extra_info(rng, ties, with_u, LENGTH, within_response)
             uids.append(f"uid-{g}-{rng.randint(0, 10**6)}" if g == 0 and rng.random() < 0.2 else f"uid-{g}")
             infos.append(info)
             scores.append(score)
@@ -259,7 +265,7 @@ def test_trainer_path_identical(cfg, norm_by_std):
     plugin_config, upstream_config = _configs(cfg, norm_by_std)
     rng = random.Random(f"trainer-{_config_id(cfg)}-{norm_by_std}")
     for _ in range(8):
-        batch = _random_batch(rng)
+        batch = _random_batch(rng, within_response=True)
         pad = rng.choice([0, 0, 1, 3])
         index, infos, rewards, mask = _with_padding(*batch, pad) if pad else batch
         real = [True] * (len(index) - pad) + [False] * pad
