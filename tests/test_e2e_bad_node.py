@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from e2e_tiny_job import prepare
 
 from verl_flexrec.cpu.measure import run_measured
 
@@ -51,27 +50,13 @@ when_imported("verl.experimental.reward_loop.reward_loop", _no_plugin_on_this_no
 '''
 
 
-def prepare(work: Path, sft_steps: int, prepared_env: str) -> None:
-    """Data, tokenizer and warm-started model into ``work`` (``verl_flexrec.cpu.tiny_setup``, no Ray),
-    or a copy of the folder ``$<prepared_env>`` names, made by that command with the same
-    ``--sft-steps``: on a shared machine the warm start can then run before taking the Ray lock."""
-    ready = os.environ.get(prepared_env)
-    if ready:
-        shutil.copytree(ready, work, dirs_exist_ok=True)
-        return
-    setup = subprocess.run([sys.executable, "-m", "verl_flexrec.cpu.tiny_setup", "--workdir", str(work),
-                            "--dataset", "ml-1m", "--sft-steps", str(sft_steps)],
-                           cwd=REPO, capture_output=True, text=True, timeout=SETUP_TIMEOUT_S, check=False)
-    assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
-
-
 @pytest.fixture(scope="module")
 def broken_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny_bad_node")
     hook = work / "site"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    prepare(work, SFT_STEPS, "FLEXREC_E2E_PREPARED_SFT1")
+    prepare(work, SFT_STEPS, "FLEXREC_E2E_PREPARED_SFT1", SETUP_TIMEOUT_S)
     log = work / "run.log"
     env = {**os.environ, "TINY_CPU_SKIP_SETUP": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (str(hook), str(REPO), os.environ.get("PYTHONPATH")) if p)}

@@ -18,13 +18,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from e2e_tiny_job import prepare, step_metrics
 
 from verl_flexrec.cpu.measure import run_measured
 
@@ -46,33 +44,13 @@ OVERRIDES = (
 )
 
 
-def _step_metrics(log_text: str) -> dict[int, dict[str, str]]:
-    """verl's console logger lines ``step:N - name:value - ...`` -> {N: {name: value}}."""
-    steps: dict[int, dict[str, str]] = {}
-    for match in re.finditer(r"step:(\d+) - (.*)", log_text):
-        fields = dict(part.split(":", 1) for part in match.group(2).split(" - ") if ":" in part)
-        steps.setdefault(int(match.group(1)), {}).update(fields)
-    return steps
 
-
-def prepare(work: Path, sft_steps: int, prepared_env: str) -> None:
-    """Data, tokenizer and warm-started model into ``work`` (``verl_flexrec.cpu.tiny_setup``, no Ray),
-    or a copy of the folder ``$<prepared_env>`` names, made by that command with the same
-    ``--sft-steps``: on a shared machine the warm start can then run before taking the Ray lock."""
-    ready = os.environ.get(prepared_env)
-    if ready:
-        shutil.copytree(ready, work, dirs_exist_ok=True)
-        return
-    setup = subprocess.run([sys.executable, "-m", "verl_flexrec.cpu.tiny_setup", "--workdir", str(work),
-                            "--dataset", "ml-1m", "--sft-steps", str(sft_steps)],
-                           cwd=REPO, capture_output=True, text=True, timeout=SETUP_TIMEOUT_S, check=False)
-    assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
 def corrected_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny_rollout_corr")
-    prepare(work, SFT_STEPS, "FLEXREC_E2E_PREPARED_SFT300")
+    prepare(work, SFT_STEPS, "FLEXREC_E2E_PREPARED_SFT300", SETUP_TIMEOUT_S)
     log = work / "run.log"
     env = {**os.environ, "TINY_CPU_SKIP_SETUP": "1"}
     with open(log, "w") as out:
@@ -86,7 +64,7 @@ def corrected_run(tmp_path_factory):
 def test_steps_complete_with_rollout_correction_metrics(corrected_run):
     _, text = corrected_run
     assert "FlexRecBatchMismatch" not in text
-    steps = _step_metrics(text)
+    steps = step_metrics(text)
     assert set(range(1, STEPS + 1)) <= set(steps), sorted(steps)
     masked = []
     for step in range(1, STEPS + 1):

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from e2e_tiny_job import step_metrics
 
 from verl_flexrec.cpu.advantage_dump import split_by_item_tokens
 from verl_flexrec.cpu.measure import run_measured
@@ -39,13 +39,7 @@ def _run(work: Path, log: Path, *overrides: str, skip_setup: bool = False) -> di
     return report
 
 
-def _step_metrics(log_text: str) -> dict[int, dict[str, str]]:
-    """verl's console logger lines ``step:N - name:value - ...`` -> {N: {name: value}}."""
-    steps: dict[int, dict[str, str]] = {}
-    for match in re.finditer(r"step:(\d+) - (.*)", log_text):
-        fields = dict(part.split(":", 1) for part in match.group(2).split(" - ") if ":" in part)
-        steps.setdefault(int(match.group(1)), {}).update(fields)
-    return steps
+
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +56,7 @@ def tiny_run(tmp_path_factory):
 
 def test_steps_complete_with_flexrec_metrics_on_console(tiny_run):
     _, text = tiny_run
-    steps = _step_metrics(text)
+    steps = step_metrics(text)
     assert set(range(1, STEPS + 1)) <= set(steps), sorted(steps)
     for step in range(1, STEPS + 1):
         metrics = steps[step]
@@ -131,7 +125,7 @@ def test_dumped_advantages_agree_with_the_logged_metrics_and_grpo_normalisation(
     first run of this test saw 0.9984 in a group whose rewards differ by ~1e-3), or all 0 when the
     group's rewards are equal; the fixture is fully observed, so every uncertainty scale is 1."""
     work, text = tiny_run
-    steps = _step_metrics(text)
+    steps = step_metrics(text)
     for step in range(1, STEPS + 1):
         path = work / "rollouts" / "advantages" / f"{step}.jsonl"
         rows = [r for r in map(json.loads, path.read_text().splitlines()) if not r["key"].startswith("pad")]
