@@ -176,7 +176,10 @@ def advantage_batches(draw):
     groups, n = draw(st.integers(1, 4)), draw(st.integers(1, 5))
     bs, L, K = groups * n, draw(st.integers(1, 24)), draw(st.integers(0, 6))
     rng = np.random.default_rng(draw(st.integers(0, 2**31)))
-    index = np.array([f"u{i % groups}" for i in rng.permutation(bs)], dtype=object)  # groups interleaved
+    if draw(st.booleans()):  # groups interleaved
+        index = np.array([f"u{i % groups}" for i in rng.permutation(bs)], dtype=object)
+    else:  # each group's rollouts in a row, as verl orders them (the estimator's (G, n, K) path)
+        index = np.array([f"u{i // n}" for i in range(bs)], dtype=object)
     mask = (torch.arange(L)[None, :] < torch.as_tensor(rng.integers(0, L + 1, bs))[:, None]).float()
     seq = torch.as_tensor(rng.normal(size=bs), dtype=torch.float32)
     seq[torch.as_tensor(rng.random(bs) < 0.1)] = float("nan")

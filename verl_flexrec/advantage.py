@@ -28,68 +28,124 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .config import AdvantageOptions, UncertaintyOptions
-from .uncertainty import group_ids, uncertainty_scale
+from .uncertainty import group_ids, group_ids_array, scale_array
 
 __all__ = ["FlexRecAdvantages", "flexrec_advantages", "group_ids", "group_normalize"]
 
+# The per-rollout math works on (bs,) and (bs, K) numpy arrays: a numpy call costs ~1-5 µs there,
+# a torch call ~10-30 µs, and the estimator makes dozens (benchmarks/bench_cost.py). Every result
+# is bitwise what the torch version gives: elementwise float64 ops round the same, group sums
+# add each cell's values in row order from 0 (``np.bincount`` as ``index_add_``), and the two
+# reductions whose order torch decides (the batch mean of the scale, the floor's row sums) stay
+# in torch.
 
-def _masked_group_stats(values: torch.Tensor, valid: torch.Tensor, gid: torch.Tensor, num_groups: int):
-    """Count, mean and unbiased std of ``values[valid]`` per group of rows: ``values`` is ``(bs,)``
-    or ``(bs, K)`` (one statistic per group and column), ``gid`` ``(bs,)``; fewer than 2 values →
-    mean 0, std 1. Row-wise ``index_add_`` of whole rows (~2x a flat per-cell scatter on CPU)."""
-    v = torch.where(valid, values, 0.0).to(torch.float64)
-    w = valid.to(torch.float64)
-    zeros = torch.zeros((num_groups, *v.shape[1:]), dtype=torch.float64)
-    n = zeros.index_add(0, gid, w)
-    mean = zeros.index_add(0, gid, v) / n.clamp(min=1)
-    dev = (v - mean.index_select(0, gid)) * w  # 0 where not valid (v is 0 there, never NaN)
-    std = torch.sqrt(zeros.index_add(0, gid, dev * dev) / (n - 1).clamp(min=1))
+
+def _as_array(x, dtype) -> np.ndarray:
+    return (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(dtype, copy=False)
+
+
+def _masked_group_stats(values: np.ndarray, valid: np.ndarray, cell: np.ndarray, num_cells: int):
+    """Count, mean and unbiased std of ``values[valid]`` per cell id (``cell`` has ``values``'
+    shape), float64; fewer than 2 values -> mean 0, std 1. ``np.bincount`` adds each cell's
+    values in row order, as verl's ``index_add_``."""
+    w = valid.astype(np.float64).reshape(-1)
+    v = np.where(valid, values, 0.0).astype(np.float64, copy=False).reshape(-1)
+    c = cell.reshape(-1)
+    n = np.bincount(c, w, num_cells)
+    mean = np.bincount(c, v, num_cells) / np.maximum(n, 1)
+    dev = (v - mean[c]) * w  # 0 where not valid (v is 0 there, never NaN)
+    std = np.sqrt(np.bincount(c, dev * dev, num_cells) / np.maximum(n - 1, 1))
     few = n < 2
-    return n, mean.masked_fill(few, 0.0), std.masked_fill(few, 1.0)
+    mean[few], std[few] = 0.0, 1.0
+    return n, mean, std
+
+
+def _group_normalize(scores: np.ndarray, gid: np.ndarray, eps: float, norm_by_std: bool) -> np.ndarray:
+    num = int(gid.max()) + 1 if len(gid) else 0
+    _, mean, std = _masked_group_stats(scores, np.ones(scores.shape, dtype=bool), gid, num)
+    centred = scores - mean[gid]
+    return centred / (std[gid] + eps) if norm_by_std else centred
 
 
 def group_normalize(scores: torch.Tensor, gid: torch.Tensor, *, eps: float = 1e-6, norm_by_std: bool = True):
     """verl's GRPO outcome normalisation of per-rollout ``scores`` within groups ``gid``."""
-    num = int(gid.max()) + 1 if gid.numel() else 0
-    _, mean, std = _masked_group_stats(scores, torch.ones_like(scores, dtype=torch.bool), gid, num)
-    centred = scores.to(torch.float64) - mean.index_select(0, gid)
-    return centred / (std.index_select(0, gid) + eps) if norm_by_std else centred
+    out = _group_normalize(_as_array(scores, np.float64), _as_array(gid, np.int64), eps, norm_by_std)
+    return torch.from_numpy(out)
 
 
-def _item_advantages(r: torch.Tensor, gid: torch.Tensor, opts: AdvantageOptions, use_std: bool) -> torch.Tensor:
+def _item_advantages(r: np.ndarray, gid: np.ndarray, opts: AdvantageOptions, use_std: bool) -> np.ndarray:
     """A^item (bs, K) in float64: group statistics per position (or pooled), NaN where ``r`` is."""
     bs, K = r.shape
-    have = torch.isfinite(r)
+    have = np.isfinite(r)
     num_groups = int(gid.max()) + 1
-    if opts.item_norm == "pooled":  # one cell per group: every (rollout, position) value of it
-        _, mean, std = _masked_group_stats(r.reshape(-1), have.reshape(-1), gid.repeat_interleave(K), num_groups)
-        mean, std = mean[:, None], std[:, None]
-    else:  # one cell per (group, position)
-        n, mean, std = _masked_group_stats(r, have, gid, num_groups)
-        if opts.item_norm == "position" and use_std and opts.item_std_floor > 0 and K > 0:
-            std = _floored_position_std(std, n >= 2, opts.item_std_floor)
-    centred = r - mean.index_select(0, gid)
-    item_adv = centred if opts.item_norm == "none" or not use_std else centred / (std.index_select(0, gid) + opts.eps)
-    return torch.where(have, item_adv, float("nan"))
+    n = _run_length(gid) if opts.item_norm != "pooled" else 0
+    if n:  # groups are runs of n rows: (G, n, K) views instead of a scatter and two gathers
+        values = r.reshape(num_groups, n, K)
+        count, mean, std = _position_stats_in_runs(values, have.reshape(num_groups, n, K))
+        per_row = lambda x: x[:, None]  # noqa: E731  (G, 1, K) against (G, n, K)
+    else:
+        if opts.item_norm == "pooled":  # one cell per group: every (rollout, position) value of it
+            cell, num_cells = np.repeat(gid, K).reshape(bs, K), num_groups
+        else:  # one cell per (group, position)
+            cell, num_cells = gid[:, None] * K + np.arange(K), num_groups * K
+        values = r
+        count, mean, std = (x.reshape(num_groups, -1) for x in _masked_group_stats(r, have, cell, num_cells))
+        per_row = lambda x: x.reshape(-1)[cell]  # noqa: E731
+    if opts.item_norm == "position" and use_std and opts.item_std_floor > 0 and K > 0:
+        std = _floored_position_std(std, count >= 2, opts.item_std_floor)
+    centred = values - per_row(mean)
+    item_adv = centred if opts.item_norm == "none" or not use_std else centred / (per_row(std) + opts.eps)
+    return np.where(have, item_adv.reshape(bs, K), np.nan)
 
 
-def _floored_position_std(std: torch.Tensor, counted: torch.Tensor, floor: float) -> torch.Tensor:
+# Groups of at most this many rows in runs use the (G, n, K) path: it adds the n rows one by one.
+_MAX_RUN = 32
+
+
+def _run_length(gid: np.ndarray) -> int:
+    """``n`` when group ``g`` is rows ``g n .. g n + n - 1`` (verl's order: a prompt's rollouts
+    in a row) and ``n <= _MAX_RUN``, else 0."""
+    bs = len(gid)
+    groups = int(gid[-1]) + 1 if bs else 0
+    if not groups or bs % groups or bs // groups > _MAX_RUN:
+        return 0
+    n = bs // groups
+    return n if np.array_equal(gid, np.arange(bs) // n) else 0
+
+
+def _position_stats_in_runs(values: np.ndarray, valid: np.ndarray):
+    """:func:`_masked_group_stats` per (group, column) of ``(G, n, K)`` values: the same sums
+    (rows added in order from 0), each a loop over the n rows of ``(G, K)`` slices."""
+
+    def row_sums(x):
+        total = x[:, 0] + 0.0
+        for j in range(1, x.shape[1]):
+            total += x[:, j]
+        return total
+
+    w = valid.astype(np.float64)
+    v = np.where(valid, values, 0.0).astype(np.float64, copy=False)
+    n = row_sums(w)
+    mean = row_sums(v) / np.maximum(n, 1)
+    dev = (v - mean[:, None]) * w
+    std = np.sqrt(row_sums(dev * dev) / np.maximum(n - 1, 1))
+    few = n < 2
+    mean[few], std[few] = 0.0, 1.0
+    return n, mean, std
+
+
+def _floored_position_std(std: np.ndarray, counted: np.ndarray, floor: float) -> np.ndarray:
     """``max(std_{G,k}, floor * sigma_G)`` for the ``(group, position)`` cells ``counted`` (at
     least two values), sigma_G the root mean square of the group's stds over those cells; cells
-    with fewer values keep GRPO's std 1. ``std`` and ``counted`` are ``(groups, K)``."""
-    w = counted.to(torch.float64)
-    sigma = ((std**2 * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1)).sqrt()
-    return torch.where(counted, torch.maximum(std, floor * sigma), std)
-
-
-def _item_token_values(item_adv: torch.Tensor, seq_adv: torch.Tensor, add_seq: bool) -> torch.Tensor:
-    """``(bs, K)`` value of a token that spells the item at position k: A^item_i,k (+ A^seq_i when
-    ``add_seq``), or A^seq_i where A^item is NaN (the rollout has no reward at that position)."""
-    seq = seq_adv[:, None].expand_as(item_adv)
-    return torch.where(torch.isnan(item_adv), seq, item_adv + seq if add_seq else item_adv)  # A^item is finite or NaN
+    with fewer values keep GRPO's std 1. ``std`` and ``counted`` are ``(groups, K)``; the row sums
+    in torch (its summation order, as verl's port)."""
+    std_t, w = torch.from_numpy(std), torch.from_numpy(counted.astype(np.float64))
+    sigma = ((std_t**2 * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1)).sqrt().numpy()
+    return np.where(counted, np.maximum(std, floor * sigma), std)
 
 
 # Item tokens as (flat index into the (bs, L) advantages, flat index into the (bs, K) item values)
@@ -105,25 +161,27 @@ def _cells_from_positions(pos: torch.Tensor, K: int) -> tuple[torch.Tensor, torc
 
 def _cells_from_item_tokens(item_tokens: torch.Tensor, bs: int, length: int, K: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(cell, slot)`` of ``(row, token, k)`` triples; where a token is listed twice the later
-    entry wins (as a later write to ``item_token_pos`` would)."""
+    entry wins (as a later write to ``item_token_pos`` would). numpy on the three columns (views:
+    contiguous when the triples are the transpose of a ``(3, T)`` array, as collated)."""
     if item_tokens.ndim != 2 or item_tokens.shape[1] != 3:
         raise ValueError(f"item_tokens has shape {tuple(item_tokens.shape)}, expected (T, 3)")
-    if item_tokens.numel():
-        lo, hi = (x.tolist() for x in item_tokens.aminmax(dim=0))
+    triples = _as_array(item_tokens, np.int64)
+    row, token, k = triples[:, 0], triples[:, 1], triples[:, 2]
+    if len(triples):
+        lo, hi = [int(row.min()), int(token.min()), int(k.min())], [int(row.max()), int(token.max()), int(k.max())]
         if min(lo) < 0 or hi[0] >= bs or hi[1] >= length or hi[2] >= K:
             raise ValueError(
                 f"item_tokens must index rows < {bs}, tokens < {length} and item positions < {K}; got rows, tokens, "
                 f"positions in [{lo}, {hi}]"
             )
-    row, token, k = item_tokens.unbind(1)
-    cell, slot = torch.add(token, row, alpha=length), torch.add(k, row, alpha=K)  # row * length + token, row * K + k
-    if cell.numel() > 1 and not bool((cell[1:] > cell[:-1]).all()):  # repeated (or unsorted) tokens
-        order = torch.sort(cell, stable=True).indices  # equal cells keep their order
-        cell, slot = cell.index_select(0, order), slot.index_select(0, order)
-        last = torch.ones_like(cell, dtype=torch.bool)
+    cell, slot = row * length + token, row * K + k
+    if len(cell) > 1 and not (cell[1:] > cell[:-1]).all():  # repeated (or unsorted) tokens
+        order = np.argsort(cell, kind="stable")  # equal cells keep their order
+        cell, slot = cell[order], slot[order]
+        last = np.ones(len(cell), dtype=bool)
         last[:-1] = cell[1:] != cell[:-1]
         cell, slot = cell[last], slot[last]
-    return cell, slot
+    return torch.from_numpy(cell), torch.from_numpy(slot)
 
 
 @dataclass
@@ -169,33 +227,30 @@ def flexrec_advantages(
     uopts = uncertainty_options or UncertaintyOptions()
     use_std = norm_by_std if opts.norm_by_std is None else opts.norm_by_std
     bs, length = response_mask.shape[0], response_mask.shape[-1]
-    gid = group_ids(index) if bs else torch.zeros(0, dtype=torch.long)
-    if gid.numel() != bs:
-        raise ValueError(f"index has {gid.numel()} entries for {bs} rollouts")
-    seq = torch.as_tensor(seq_reward, dtype=torch.float64).reshape(bs)
-    seq = torch.where(torch.isfinite(seq), seq, torch.zeros_like(seq))
-    seq_adv = group_normalize(seq, gid, eps=opts.eps, norm_by_std=use_std)
+    gid = group_ids_array(index) if bs else np.zeros(0, dtype=np.int64)
+    if len(gid) != bs:
+        raise ValueError(f"index has {len(gid)} entries for {bs} rollouts")
+    seq = _as_array(seq_reward, np.float64).reshape(bs)
+    seq = np.where(np.isfinite(seq), seq, 0.0)
+    seq_adv = _group_normalize(seq, gid, opts.eps, use_std)
 
-    scale = torch.ones(bs, dtype=torch.float64)
-    clipped = torch.zeros(bs, dtype=torch.bool)
+    scale = np.ones(bs, dtype=np.float64)
+    clipped = np.zeros(bs, dtype=bool)
     if uopts.enable and uncertainty is not None and bs:
-        raw = uncertainty_scale(
-            uncertainty, eps=uopts.eps, normalize=uopts.normalize, min_scale=0.0, max_scale=float("inf"), index=index
-        )
-        scale = raw.clamp(min=uopts.min_scale, max=uopts.max_scale)
+        raw = scale_array(_as_array(uncertainty, np.float64).reshape(-1), uopts.eps, uopts.normalize, gid)
+        scale = np.clip(raw, uopts.min_scale, uopts.max_scale)
         clipped = (raw < uopts.min_scale) | (raw > uopts.max_scale)
 
     # every token gets c_i A^seq_i (times the mask, as verl's GRPO); item tokens are then
     # overwritten, a sparse write of ~K ids' tokens per row instead of a (bs, L) gather
     if response_mask.is_floating_point() and response_mask.dtype != torch.float32:
         response_mask = response_mask.to(torch.float32)
-    seq_token = (seq_adv * scale).to(torch.float32)
+    seq_token = torch.from_numpy((seq_adv * scale).astype(np.float32))
     adv = (seq_token[:, None] * response_mask).contiguous()
-    item_adv = torch.full((bs, 0), float("nan"), dtype=torch.float64)
+    item_adv = np.full((bs, 0), np.nan)
     have_positions = item_token_pos is not None or item_tokens is not None
     if opts.mode == "flexrec" and item_rewards is not None and have_positions and bs:
-        r = torch.as_tensor(item_rewards, dtype=torch.float64)
-        item_adv = _item_advantages(r, gid, opts, use_std)
+        item_adv = _item_advantages(_as_array(item_rewards, np.float64), gid, opts, use_std)
         K = item_adv.shape[-1]
         if item_tokens is not None:
             cell, slot = _cells_from_item_tokens(torch.as_tensor(item_tokens, dtype=torch.long), bs, length, K)
@@ -204,14 +259,18 @@ def flexrec_advantages(
             if pos.shape != response_mask.shape:
                 raise ValueError(f"item_token_pos has shape {tuple(pos.shape)}, response_mask {tuple(response_mask.shape)}")
             cell, slot = _cells_from_positions(pos, K)
-        values = (_item_token_values(item_adv, seq_adv, opts.add_seq_adv_to_items) * scale[:, None]).to(torch.float32)
-        item_token_adv = values.reshape(-1).index_select(0, slot) * response_mask.reshape(-1).index_select(0, cell)
-        adv.view(-1).index_copy_(0, cell, item_token_adv)
+        # value of a token that spells the item at position k: A^item_i,k (+ A^seq_i when
+        # add_seq_adv_to_items), or A^seq_i where A^item is NaN (no reward at that position)
+        seq_col = seq_adv[:, None]
+        values = np.where(np.isnan(item_adv), seq_col, item_adv + seq_col if opts.add_seq_adv_to_items else item_adv)
+        values = torch.from_numpy((values * scale[:, None]).astype(np.float32))
+        item_token_adv = values.view(-1).index_select(0, slot) * response_mask.reshape(-1).index_select(0, cell)
+        adv.view(-1).scatter_(0, cell, item_token_adv)
     return FlexRecAdvantages(
         advantages=adv,
-        seq_advantage=seq_adv.to(torch.float32),
+        seq_advantage=torch.from_numpy(seq_adv.astype(np.float32)),
         seq_token_advantage=seq_token,
-        item_advantage=item_adv.to(torch.float32),
-        scale=scale.to(torch.float32),
-        clipped=clipped,
+        item_advantage=torch.from_numpy(item_adv.astype(np.float32)),
+        scale=torch.from_numpy(scale.astype(np.float32)),
+        clipped=torch.from_numpy(clipped),
     )

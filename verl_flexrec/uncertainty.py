@@ -23,7 +23,9 @@ __all__ = [
     "UNCERTAINTY_WEIGHTINGS",
     "SCALE_NORMALIZATIONS",
     "group_ids",
+    "group_ids_array",
     "rollout_uncertainty",
+    "scale_array",
     "uncertainty_scale",
 ]
 
@@ -34,9 +36,22 @@ SCALE_NORMALIZATIONS = ("batch", "group", "none")
 def group_ids(index) -> torch.Tensor:
     """Dense group id per rollout from verl's ``index`` (prompt uid strings / ints), numbered in
     order of first appearance; labels that print the same are one group."""
-    index = np.asarray(index, dtype=object).reshape(-1)
-    ids: dict[str, int] = {}
-    return torch.from_numpy(np.fromiter((ids.setdefault(u, len(ids)) for u in map(str, index)), np.int64, len(index)))
+    return torch.from_numpy(group_ids_array(index))
+
+
+def group_ids_array(index) -> np.ndarray:
+    """:func:`group_ids` as an int64 numpy array."""
+    labels = np.asarray(index, dtype=object).reshape(-1)
+    if len(labels) and set(map(type, labels)) == {str}:  # plain str labels are equal iff they print the same
+        # verl repeats each prompt's uid over its rollouts: one run per label numbers in one pass
+        starts = np.ones(len(labels), dtype=bool)
+        starts[1:] = labels[1:] != labels[:-1]
+        firsts = labels[starts]
+        if len(set(firsts)) == len(firsts):
+            return np.cumsum(starts, dtype=np.int64) - 1
+    labels = list(map(str, labels))
+    first = {label: i for i, label in enumerate(dict.fromkeys(labels))}
+    return np.fromiter(map(first.__getitem__, labels), np.int64, len(labels))
 
 
 def rollout_uncertainty(var_ranked, gains, *, weighting: str = "discount", cutoff: int | None = None):
@@ -72,20 +87,29 @@ def uncertainty_scale(
     ``"batch"`` by the batch mean, ``"none"`` keeps 1/(u+eps). Non-finite or negative ``u`` is a
     programming error upstream and is treated as 0.
     """
+    u = (u.detach().cpu().numpy() if isinstance(u, torch.Tensor) else np.asarray(u)).astype(np.float64).reshape(-1)
+    gid = None
+    if normalize == "group":
+        if index is None:
+            raise ValueError("normalize='group' needs the group index (prompt uid) of every rollout")
+        gid = group_ids_array(index)
+    return torch.from_numpy(np.clip(scale_array(u, eps, normalize, gid), min_scale, max_scale))
+
+
+def scale_array(u: np.ndarray, eps: float, normalize: str, gid: np.ndarray | None) -> np.ndarray:
+    """:func:`uncertainty_scale` before clipping, on float64 numpy ``u`` and group ids ``gid``
+    (:func:`group_ids_array`; used by ``normalize="group"``). The batch mean is torch's (its
+    summation order), the group sums add in row order (``np.bincount``, as ``index_add_``)."""
     if eps <= 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     if normalize not in SCALE_NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {SCALE_NORMALIZATIONS}, got {normalize!r}")
-    u = torch.as_tensor(u, dtype=torch.float64)
-    u = torch.where(torch.isfinite(u) & (u > 0), u, torch.zeros_like(u))
+    u = np.where(np.isfinite(u) & (u > 0), u, 0.0)
     c = 1.0 / (u + eps)
-    if normalize == "batch" and c.numel():
-        c = c / c.mean()
-    elif normalize == "group":
-        if index is None:
-            raise ValueError("normalize='group' needs the group index (prompt uid) of every rollout")
-        inv = group_ids(index)
-        sums = torch.zeros(int(inv.max()) + 1 if inv.numel() else 0, dtype=torch.float64).index_add_(0, inv, c)
-        counts = torch.bincount(inv, minlength=sums.numel()).to(torch.float64)
-        c = c / (sums / counts)[inv]
-    return c.clamp(min=min_scale, max=max_scale)
+    if normalize == "batch" and len(c):
+        c = c / torch.from_numpy(c).mean().item()
+    elif normalize == "group" and len(c):
+        sums = np.bincount(gid, c)
+        counts = np.bincount(gid).astype(np.float64)
+        c = c / (sums / counts)[gid]
+    return c

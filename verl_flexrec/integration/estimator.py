@@ -149,10 +149,11 @@ def _check_item_tokens_in_response(item_tokens: torch.Tensor, provided: handoff.
     another tokenisation would otherwise credit the wrong tokens)."""
     if not item_tokens.numel():
         return
-    lengths = torch.as_tensor(provided.response_lengths, dtype=torch.long)[torch.as_tensor(rows, dtype=torch.long)]
-    past = item_tokens[:, 1] >= lengths.index_select(0, item_tokens[:, 0])
-    if bool(past.any()):
-        local, token, k = item_tokens[int(past.to(torch.int8).argmax())].tolist()
+    triples = item_tokens.numpy()  # (T, 3) (row, token, k), columns contiguous as collated
+    lengths = provided.response_length_array()[np.asarray(rows, dtype=np.int64)]
+    past = triples[:, 1] >= lengths[triples[:, 0]]
+    if past.any():
+        local, token, k = triples[int(past.argmax())].tolist()
         row = int(rows[local])
         raise ValueError(
             f"row {row} (uid={provided.uids[row]!r}): reward_extra_info puts ranked item {k} on response token {token}, "
