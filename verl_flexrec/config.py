@@ -20,6 +20,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Mapping
 
+try:  # verl's configs are DictConfigs; imported once here, not per estimator call
+    from omegaconf import DictConfig, OmegaConf
+except ImportError:  # pragma: no cover - omegaconf ships with verl
+    DictConfig = OmegaConf = None
+
 from .ranking.swap import SWAP_MODES
 from .uncertainty import SCALE_NORMALIZATIONS, UNCERTAINTY_WEIGHTINGS
 
@@ -172,13 +177,8 @@ def _check_choice(name: str, value: Any, choices: tuple) -> None:
 def _to_plain(value: Any) -> Any:
     if value is None:
         return None
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(value, DictConfig):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf ships with verl
-        pass
+    if DictConfig is not None and isinstance(value, DictConfig):
+        return OmegaConf.to_container(value, resolve=True)
     if is_dataclass(value):
         return asdict(value)
     return value

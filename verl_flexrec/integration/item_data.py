@@ -32,6 +32,7 @@ Framework-free (numpy and torch, no verl import).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -130,16 +131,22 @@ def collate_flexrec_inputs(reward_extra_infos: Sequence[Mapping[str, Any] | None
     """
     bs = len(reward_extra_infos)
     rows = [info for info in reward_extra_infos if info is not None]
-    present = slice(None) if len(rows) == bs else np.array([info is not None for info in reward_extra_infos], dtype=bool)
-    num_items, num_tokens = np.zeros(bs, dtype=np.int64), np.zeros(bs, dtype=np.int64)
-    seq, u = np.full(bs, np.nan, dtype=np.float32), np.zeros(bs, dtype=np.float32)
-    num_items[present] = [info[NUM_ITEMS_KEY] for info in rows]
-    num_tokens[present] = [info[NUM_ITEM_TOKENS_KEY] for info in rows]
-    seq[present] = [info["flexrec_seq_reward"] for info in rows]
-    u[present] = [info["flexrec_uncertainty"] for info in rows]
+    present = None if len(rows) == bs else np.array([info is not None for info in reward_extra_infos], dtype=bool)
+
+    def column(key: str, dtype, absent) -> np.ndarray:  # one value per row; `absent` on None rows
+        values = np.fromiter(map(itemgetter(key), rows), dtype, len(rows))
+        if present is None:
+            return values
+        out = np.full(bs, absent, dtype=dtype)
+        out[present] = values
+        return out
+
+    num_items, num_tokens = column(NUM_ITEMS_KEY, np.int64, 0), column(NUM_ITEM_TOKENS_KEY, np.int64, 0)
+    seq, u = column("flexrec_seq_reward", np.float32, np.nan), column("flexrec_uncertainty", np.float32, 0.0)
+    reward_texts, token_texts = list(map(itemgetter(ITEM_REWARDS_KEY), rows)), list(map(itemgetter(ITEM_TOKENS_KEY), rows))
     try:  # the whole batch in one read per array
-        rewards = np.frombuffer("".join([info[ITEM_REWARDS_KEY] for info in rows]).encode(_TEXT), dtype=_REWARD)
-        pairs = np.frombuffer("".join([info[ITEM_TOKENS_KEY] for info in rows]).encode(_TEXT), dtype=_TOKEN)
+        rewards = np.frombuffer("".join(reward_texts).encode(_TEXT), dtype=_REWARD)
+        pairs = np.frombuffer("".join(token_texts).encode(_TEXT), dtype=_TOKEN)
         ok = len(rewards) == num_items.sum() and len(pairs) == 2 * num_tokens.sum()
     except (TypeError, UnicodeEncodeError, ValueError):
         ok = False
