@@ -84,20 +84,18 @@ def _item_advantages(r: np.ndarray, gid: np.ndarray, opts: AdvantageOptions, use
     num_groups = int(gid.max()) + 1
     n = _run_length(gid) if opts.item_norm != "pooled" else 0
     if n:  # groups are runs of n rows: (G, n, K) views instead of a scatter and two gathers
-        values = r.reshape(num_groups, n, K)
-        count, mean, std = _position_stats_in_runs(values, have.reshape(num_groups, n, K))
+        count, std, centred = _position_stats_in_runs(r.reshape(num_groups, n, K), have.reshape(num_groups, n, K))
         per_row = lambda x: x[:, None]  # noqa: E731  (G, 1, K) against (G, n, K)
     else:
         if opts.item_norm == "pooled":  # one cell per group: every (rollout, position) value of it
             cell, num_cells = np.repeat(gid, K).reshape(bs, K), num_groups
         else:  # one cell per (group, position)
             cell, num_cells = gid[:, None] * K + np.arange(K), num_groups * K
-        values = r
         count, mean, std = (x.reshape(num_groups, -1) for x in _masked_group_stats(r, have, cell, num_cells))
         per_row = lambda x: x.reshape(-1)[cell]  # noqa: E731
+        centred = r - per_row(mean)
     if opts.item_norm == "position" and use_std and opts.item_std_floor > 0 and K > 0:
         std = _floored_position_std(std, count >= 2, opts.item_std_floor)
-    centred = values - per_row(mean)
     item_adv = centred if opts.item_norm == "none" or not use_std else centred / (per_row(std) + opts.eps)
     return np.where(have, item_adv.reshape(bs, K), np.nan)
 
@@ -118,8 +116,9 @@ def _run_length(gid: np.ndarray) -> int:
 
 
 def _position_stats_in_runs(values: np.ndarray, valid: np.ndarray):
-    """:func:`_masked_group_stats` per (group, column) of ``(G, n, K)`` values: the same sums
-    (rows added in order from 0), each a loop over the n rows of ``(G, K)`` slices."""
+    """Count, std and ``values - mean`` per (group, column) of ``(G, n, K)`` values, as
+    :func:`_masked_group_stats` (sums add the rows in order from 0, a loop over the n ``(G, K)``
+    slices; counts are integer sums, exact in any order)."""
 
     def row_sums(x):
         total = x[:, 0] + 0.0
@@ -127,15 +126,15 @@ def _position_stats_in_runs(values: np.ndarray, valid: np.ndarray):
             total += x[:, j]
         return total
 
-    w = valid.astype(np.float64)
-    v = np.where(valid, values, 0.0).astype(np.float64, copy=False)
-    n = row_sums(w)
-    mean = row_sums(v) / np.maximum(n, 1)
-    dev = (v - mean[:, None]) * w
-    std = np.sqrt(row_sums(dev * dev) / np.maximum(n - 1, 1))
+    n = valid.sum(1).astype(np.float64)
     few = n < 2
-    mean[few], std[few] = 0.0, 1.0
-    return n, mean, std
+    mean = row_sums(np.where(valid, values, 0.0)) / np.maximum(n, 1)
+    mean[few] = 0.0  # the statistics of such cells are GRPO's 0 and 1, whatever the deviations
+    centred = values - mean[:, None]
+    dev = np.where(valid, centred, 0.0)
+    std = np.sqrt(row_sums(dev * dev) / np.maximum(n - 1, 1))
+    std[few] = 1.0
+    return n, std, centred
 
 
 def _floored_position_std(std: np.ndarray, counted: np.ndarray, floor: float) -> np.ndarray:
@@ -167,13 +166,12 @@ def _cells_from_item_tokens(item_tokens: torch.Tensor, bs: int, length: int, K: 
         raise ValueError(f"item_tokens has shape {tuple(item_tokens.shape)}, expected (T, 3)")
     triples = _as_array(item_tokens, np.int64)
     row, token, k = triples[:, 0], triples[:, 1], triples[:, 2]
-    if len(triples):
+    if len(triples) and (triples.min() < 0 or row.max() >= bs or token.max() >= length or k.max() >= K):
         lo, hi = [int(row.min()), int(token.min()), int(k.min())], [int(row.max()), int(token.max()), int(k.max())]
-        if min(lo) < 0 or hi[0] >= bs or hi[1] >= length or hi[2] >= K:
-            raise ValueError(
-                f"item_tokens must index rows < {bs}, tokens < {length} and item positions < {K}; got rows, tokens, "
-                f"positions in [{lo}, {hi}]"
-            )
+        raise ValueError(
+            f"item_tokens must index rows < {bs}, tokens < {length} and item positions < {K}; got rows, tokens, "
+            f"positions in [{lo}, {hi}]"
+        )
     cell, slot = row * length + token, row * K + k
     if len(cell) > 1 and not (cell[1:] > cell[:-1]).all():  # repeated (or unsorted) tokens
         order = np.argsort(cell, kind="stable")  # equal cells keep their order

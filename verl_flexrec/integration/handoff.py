@@ -129,9 +129,9 @@ def rows_not_exactly_their_response(mask: torch.Tensor, lengths: torch.Tensor) -
     length = mask.shape[-1]
     dtype = torch.float32 if length * (length - 1) // 2 < 2**24 else torch.float64
     m = mask if mask.dtype == dtype else mask.to(dtype)
-    n = lengths.to(dtype)
-    count, index_sum = m.sum(1), torch.mv(m, torch.arange(length, dtype=dtype))
-    return torch.nonzero((count != n) | (index_sum != n * (n - 1) / 2)).squeeze(1)
+    count, index_sum = m.sum(1).numpy(), torch.mv(m, torch.arange(length, dtype=dtype)).numpy()
+    n = lengths.numpy().astype(count.dtype)  # the (bs,) comparisons in numpy: a torch op each costs more
+    return torch.from_numpy(np.flatnonzero((count != n) | (index_sum != n * (n - 1) / 2)))
 
 
 _ACTIVE: contextvars.ContextVar[FlexRecBatch | None] = contextvars.ContextVar("flexrec_batch", default=None)
