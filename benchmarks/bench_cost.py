@@ -55,6 +55,7 @@ from verl.trainer.ppo import core_algos
 
 import verl_flexrec.register  # noqa: F401  (registers `flexrec` in verl's registries)
 from verl_flexrec.integration import handoff
+from verl_flexrec.integration.estimator import estimator_options
 from verl_flexrec.integration.item_data import collate_flexrec_inputs, encode_item_data
 from verl_flexrec.parsing import format_answer
 from verl_flexrec.ranking import swap_item_rewards
@@ -248,11 +249,12 @@ def bench_estimator(bs: int, L: int, repeats: int) -> dict:
     grpo_vec = core_algos.get_adv_estimator_fn("grpo_vectorized")
     flex = core_algos.get_adv_estimator_fn("flexrec")
     lengths = mask.sum(-1).long().tolist()
+    options = (cfg, *estimator_options(cfg))  # flexrec_sync reads the algorithm config once per run
 
     def trainer_path():
         """What flexrec_sync runs per step: the estimator called with verl's 4 arguments while the
         trainer provides the rollouts' reward_extra_info, collated inside the estimator."""
-        batch = handoff.FlexRecBatch(uids=list(index), infos=infos, response_lengths=lengths, real=[True] * bs)
+        batch = handoff.FlexRecBatch(uids=list(index), infos=infos, response_lengths=lengths, real=[True] * bs, options=options)
         with handoff.provide(batch):
             return flex(token_level_rewards=tlr, response_mask=mask, index=index, config=cfg)
 

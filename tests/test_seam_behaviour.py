@@ -298,3 +298,46 @@ def test_an_earlier_output_is_zero_outside_its_response_mask():
     want = torch.tensor([[a, a, 0, 0], [a, a, a, a], [-a, -a, -a, 0]])
     torch.testing.assert_close(adv, want, rtol=1e-6, atol=1e-7)
     assert torch.isfinite(adv).all() and adv.dtype == torch.float32
+
+
+def test_the_estimator_takes_the_trainers_options_only_for_the_config_object_they_were_read_from():
+    """flexrec_sync reads ``algorithm`` once per run and hands the result over with the rows; the
+    estimator uses it when verl passes that same config object and reads any other config itself
+    (here: pooled vs per-position item statistics, which give different advantages)."""
+    from omegaconf import OmegaConf
+
+    from verl_flexrec.integration import handoff
+    from verl_flexrec.integration.estimator import compute_flexrec_advantage, estimator_options
+    from verl_flexrec.integration.item_data import collate_flexrec_inputs, encode_item_data
+
+    rng = np.random.default_rng(0)
+    infos = [{"flexrec_seq_reward": float(rng.normal()), "flexrec_uncertainty": 0.0,
+              **encode_item_data(rng.normal(size=3), [(0, 1), (2, 3), (4, 5)])} for _ in range(4)]
+    index = np.array(["p", "p", "q", "q"], dtype=object)
+    mask, rewards = torch.ones(4, 6), torch.zeros(4, 6)
+    pooled = OmegaConf.create({"norm_adv_by_std_in_grpo": True, "flexrec": {"advantage": {"item_norm": "pooled"}}})
+    position = OmegaConf.create({"norm_adv_by_std_in_grpo": True, "flexrec": {}})
+    direct = {name: compute_flexrec_advantage(rewards, mask, index, cfg, **{**collate_flexrec_inputs(infos), "seq_reward": None})[0]
+              for name, cfg in (("pooled", pooled), ("position", position))}
+    assert not torch.equal(direct["pooled"], direct["position"])
+    for read_from in (pooled, position):
+        provided = handoff.FlexRecBatch(uids=list(index), infos=infos, response_lengths=[6] * 4, real=[True] * 4,
+                                        options=(read_from, *estimator_options(read_from)))
+        for name, cfg in (("pooled", pooled), ("position", position)):
+            with handoff.provide(provided):
+                adv, _ = compute_flexrec_advantage(rewards, mask, index, cfg)
+            assert torch.equal(adv, direct[name])
+
+
+def test_trainer_reads_the_algorithm_config_once_per_run(monkeypatch):
+    from types import SimpleNamespace
+
+    from verl_flexrec.integration import trainer as trainer_module
+    from verl_flexrec.integration.estimator import estimator_options
+
+    monkeypatch.setattr(trainer_module.tq, "kv_batch_get", lambda **kw: {"uid": ["u1"]})
+    batch = SimpleNamespace(keys=["u1_0"], partition_id="train", tags=[{"response_len": 2}])
+    trainer = _mixin_trainer("grpo")
+    first, second = trainer._fetch_flexrec_batch(batch), trainer._fetch_flexrec_batch(batch)
+    assert first.options[0] is trainer.config.algorithm and second.options is first.options
+    assert first.options[1:] == estimator_options(trainer.config.algorithm)

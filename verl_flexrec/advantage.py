@@ -44,8 +44,10 @@ __all__ = ["FlexRecAdvantages", "flexrec_advantages", "group_ids", "group_normal
 # in torch.
 
 
-def _as_array(x, dtype) -> np.ndarray:
-    return (x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)).astype(dtype, copy=False)
+def _as_array(x, dtype=None) -> np.ndarray:
+    """``x`` (a tensor, array or list) as numpy, in ``dtype`` if given (no copy when it already is)."""
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return a if dtype is None else a.astype(dtype, copy=False)
 
 
 def _masked_group_stats(values: np.ndarray, valid: np.ndarray, cell: np.ndarray, num_cells: int):
@@ -78,7 +80,8 @@ def group_normalize(scores: torch.Tensor, gid: torch.Tensor, *, eps: float = 1e-
 
 
 def _item_advantages(r: np.ndarray, gid: np.ndarray, opts: AdvantageOptions, use_std: bool) -> np.ndarray:
-    """A^item (bs, K) in float64: group statistics per position (or pooled), NaN where ``r`` is."""
+    """A^item (bs, K) in float64 from float32 or float64 ``r``: group statistics per position (or
+    pooled), NaN where ``r`` is."""
     bs, K = r.shape
     have = np.isfinite(r)
     num_groups = int(gid.max()) + 1
@@ -121,7 +124,7 @@ def _position_stats_in_runs(values: np.ndarray, valid: np.ndarray):
     slices; counts are integer sums, exact in any order)."""
 
     def row_sums(x):
-        total = x[:, 0] + 0.0
+        total = np.add(x[:, 0], 0.0, dtype=np.float64)
         for j in range(1, x.shape[1]):
             total += x[:, j]
         return total
@@ -248,7 +251,8 @@ def flexrec_advantages(
     item_adv = np.full((bs, 0), np.nan)
     have_positions = item_token_pos is not None or item_tokens is not None
     if opts.mode == "flexrec" and item_rewards is not None and have_positions and bs:
-        item_adv = _item_advantages(_as_array(item_rewards, np.float64), gid, opts, use_std)
+        r = _as_array(item_rewards)  # float32 as it comes (exact in float64, half the bytes)
+        item_adv = _item_advantages(r if r.dtype in (np.float32, np.float64) else r.astype(np.float64), gid, opts, use_std)
         K = item_adv.shape[-1]
         if item_tokens is not None:
             cell, slot = _cells_from_item_tokens(torch.as_tensor(item_tokens, dtype=torch.long), bs, length, K)

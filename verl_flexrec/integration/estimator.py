@@ -30,7 +30,7 @@ from ..config import FlexRecConfig, config_get
 from . import handoff
 from .item_data import collate_flexrec_inputs
 
-__all__ = ["FLEXREC_INPUT_KEYS", "collate_flexrec_inputs", "compute_flexrec_advantage"]
+__all__ = ["FLEXREC_INPUT_KEYS", "collate_flexrec_inputs", "compute_flexrec_advantage", "estimator_options"]
 
 FLEXREC_INPUT_KEYS = ("item_rewards", "item_token_pos", "item_tokens", "seq_reward", "uncertainty")
 
@@ -55,12 +55,12 @@ def compute_flexrec_advantage(
     """
     if index is None:
         raise ValueError("the flexrec estimator groups rollouts by prompt: verl must pass `index` (the uid)")
-    cfg = FlexRecConfig.from_algorithm_config(config)
-    norm_by_std = bool(config_get(config, "norm_adv_by_std_in_grpo", True))
-    if cfg.advantage.norm_by_std is not None:
-        norm_by_std = cfg.advantage.norm_by_std
+    provided = handoff.current()
+    if provided is not None and provided.options is not None and provided.options[0] is config:
+        _, cfg, norm_by_std = provided.options  # the trainer's reading of this same config object
+    else:
+        cfg, norm_by_std = estimator_options(config)
     if all(x is None for x in (item_rewards, item_token_pos, item_tokens, seq_reward, uncertainty)):
-        provided = handoff.current()
         if provided is not None:
             return _advantage_of_provided_batch(provided, token_level_rewards, response_mask, index, cfg, norm_by_std)
         return core_algos.compute_grpo_outcome_advantage(
@@ -88,6 +88,16 @@ def compute_flexrec_advantage(
     return adv, adv
 
 
+def estimator_options(config: Any) -> tuple[FlexRecConfig, bool]:
+    """``algorithm.flexrec`` of verl's algorithm config and the GRPO std switch (its
+    ``advantage.norm_by_std`` if set, else verl's ``norm_adv_by_std_in_grpo``)."""
+    cfg = FlexRecConfig.from_algorithm_config(config)
+    norm_by_std = bool(config_get(config, "norm_adv_by_std_in_grpo", True))
+    if cfg.advantage.norm_by_std is not None:
+        norm_by_std = cfg.advantage.norm_by_std
+    return cfg, norm_by_std
+
+
 def _advantage_of_provided_batch(
     provided: handoff.FlexRecBatch,
     token_level_rewards: torch.Tensor,
@@ -105,10 +115,13 @@ def _advantage_of_provided_batch(
     """
     provided.check_aligned(index, response_mask)
     n = len(provided)
-    real = np.asarray(provided.real, dtype=bool)
-    final_of = np.arange(n) if provided.final_rows is None else np.asarray(provided.final_rows, dtype=np.int64)
-    rows = np.flatnonzero(real & (final_of == np.arange(n)))
-    followers = np.flatnonzero(real & (final_of != np.arange(n)))
+    if provided.final_rows is None and all(provided.real):  # the common case: every row real and final
+        final_of, rows, followers = None, np.arange(n), np.zeros(0, dtype=np.int64)
+    else:
+        real = np.asarray(provided.real, dtype=bool)
+        final_of = np.arange(n) if provided.final_rows is None else np.asarray(provided.final_rows, dtype=np.int64)
+        rows = np.flatnonzero(real & (final_of == np.arange(n)))
+        followers = np.flatnonzero(real & (final_of != np.arange(n)))
     every_row = len(rows) == n
     adv = None if every_row else torch.zeros_like(token_level_rewards)
     if len(rows):

@@ -56,6 +56,10 @@ class FlexRecBatch:
     response_lengths: list[int]
     real: list[bool]
     final_rows: list[int] | None = None
+    # (algorithm config, FlexRecConfig, norm_by_std): the trainer's reading of the config object it
+    # hands verl, made once per run (verl does not change it while training); the estimator uses
+    # it when verl passes that same object, and reads the config itself otherwise
+    options: tuple[Any, Any, bool] | None = None
     # filled by the estimator
     consumed: bool = False
     result: Any = None  # verl_flexrec.advantage.FlexRecAdvantages of the real rows

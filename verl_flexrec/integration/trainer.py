@@ -49,6 +49,7 @@ from ..config import FlexRecConfig, config_get
 from ..provenance import plugin_build
 from . import handoff
 from .checkpoint import check_resume_point
+from .estimator import estimator_options
 from .item_data import ITEM_DATA_KEYS
 from .metrics import flexrec_training_metrics
 from .run_inputs import check_resumed_inputs, resolve_run_inputs, write_provenance
@@ -131,6 +132,7 @@ class FlexRecTrainerMixin:
     """The FlexRec seam on top of any V1 ``PPOTrainer`` subclass (see the module docstring)."""
 
     flexrec_inputs = None  # RunInputs of a FlexRec run (None: not one, or built without __init__)
+    _flexrec_options = None  # (config.algorithm, FlexRecConfig, norm_by_std), read at the first step
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
@@ -209,8 +211,16 @@ class FlexRecTrainerMixin:
             infos.append(info if has_keys and is_real and final_rows[row] == row else None)
         if need_items:
             check_rollout_stamps(batch.keys, infos, plugin_build())
+        algorithm = self.config.algorithm  # the object verl hands the estimator as `config`
+        if self._flexrec_options is None or self._flexrec_options[0] is not algorithm:
+            self._flexrec_options = (algorithm, *estimator_options(algorithm))
         return handoff.FlexRecBatch(
-            uids=uids, infos=infos, response_lengths=_response_lengths(batch), real=real, final_rows=final_rows
+            uids=uids,
+            infos=infos,
+            response_lengths=_response_lengths(batch),
+            real=real,
+            final_rows=final_rows,
+            options=self._flexrec_options,
         )
 
     def _compute_advantage(self, batch, metrics: dict):
