@@ -184,7 +184,8 @@ def advantage_batches(draw):
     seq = torch.as_tensor(rng.normal(size=bs), dtype=torch.float32)
     seq[torch.as_tensor(rng.random(bs) < 0.1)] = float("nan")
     items = torch.as_tensor(rng.choice([0.0, 0.5, 1.0, rng.normal()], size=(bs, K)), dtype=torch.float32)
-    items[torch.as_tensor(rng.random((bs, K)) < 0.2)] = float("nan")
+    if draw(st.booleans()):  # invalid rollouts and short lists (else every rollout valid, full lists)
+        items[torch.as_tensor(rng.random((bs, K)) < 0.2)] = float("nan")
     pos = torch.as_tensor(rng.integers(-3, K + 3, (bs, L)), dtype=torch.long)  # -1, other negatives, >= K
     # item tokens: sorted by (row, token) and unique, as collated, or in any order with repeats
     n_tokens = int(rng.integers(0, bs * L + 1)) if K else 0

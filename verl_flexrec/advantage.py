@@ -85,9 +85,11 @@ def _item_advantages(r: np.ndarray, gid: np.ndarray, opts: AdvantageOptions, use
     bs, K = r.shape
     have = np.isfinite(r)
     num_groups = int(gid.max()) + 1
+    all_valid = bool(have.all())  # every rollout valid with a full list: no masking needed
     n = _run_length(gid) if opts.item_norm != "pooled" else 0
     if n:  # groups are runs of n rows: (G, n, K) views instead of a scatter and two gathers
-        count, std, centred = _position_stats_in_runs(r.reshape(num_groups, n, K), have.reshape(num_groups, n, K))
+        valid = None if all_valid else have.reshape(num_groups, n, K)
+        count, std, centred = _position_stats_in_runs(r.reshape(num_groups, n, K), valid)
         per_row = lambda x: x[:, None]  # noqa: E731  (G, 1, K) against (G, n, K)
     else:
         if opts.item_norm == "pooled":  # one cell per group: every (rollout, position) value of it
@@ -99,8 +101,8 @@ def _item_advantages(r: np.ndarray, gid: np.ndarray, opts: AdvantageOptions, use
         centred = r - per_row(mean)
     if opts.item_norm == "position" and use_std and opts.item_std_floor > 0 and K > 0:
         std = _floored_position_std(std, count >= 2, opts.item_std_floor)
-    item_adv = centred if opts.item_norm == "none" or not use_std else centred / (per_row(std) + opts.eps)
-    return np.where(have, item_adv.reshape(bs, K), np.nan)
+    item_adv = (centred if opts.item_norm == "none" or not use_std else centred / (per_row(std) + opts.eps)).reshape(bs, K)
+    return item_adv if all_valid else np.where(have, item_adv, np.nan)
 
 
 # Groups of at most this many rows in runs use the (G, n, K) path: it adds the n rows one by one.
@@ -118,10 +120,10 @@ def _run_length(gid: np.ndarray) -> int:
     return n if np.array_equal(gid, np.arange(bs) // n) else 0
 
 
-def _position_stats_in_runs(values: np.ndarray, valid: np.ndarray):
-    """Count, std and ``values - mean`` per (group, column) of ``(G, n, K)`` values, as
-    :func:`_masked_group_stats` (sums add the rows in order from 0, a loop over the n ``(G, K)``
-    slices; counts are integer sums, exact in any order)."""
+def _position_stats_in_runs(values: np.ndarray, valid: np.ndarray | None):
+    """Count, std and ``values - mean`` per (group, column) of ``(G, n, K)`` values (``valid``
+    None: all of them), as :func:`_masked_group_stats` (sums add the rows in order from 0, a loop
+    over the n ``(G, K)`` slices; counts are integer sums, exact in any order)."""
 
     def row_sums(x):
         total = np.add(x[:, 0], 0.0, dtype=np.float64)
@@ -129,12 +131,15 @@ def _position_stats_in_runs(values: np.ndarray, valid: np.ndarray):
             total += x[:, j]
         return total
 
-    n = valid.sum(1).astype(np.float64)
+    if valid is None:
+        n = np.full((values.shape[0], values.shape[2]), float(values.shape[1]))
+    else:
+        n = valid.sum(1).astype(np.float64)
     few = n < 2
-    mean = row_sums(np.where(valid, values, 0.0)) / np.maximum(n, 1)
+    mean = row_sums(values if valid is None else np.where(valid, values, 0.0)) / np.maximum(n, 1)
     mean[few] = 0.0  # the statistics of such cells are GRPO's 0 and 1, whatever the deviations
     centred = values - mean[:, None]
-    dev = np.where(valid, centred, 0.0)
+    dev = centred if valid is None else np.where(valid, centred, 0.0)
     std = np.sqrt(row_sums(dev * dev) / np.maximum(n - 1, 1))
     std[few] = 1.0
     return n, std, centred
@@ -264,7 +269,10 @@ def flexrec_advantages(
         # value of a token that spells the item at position k: A^item_i,k (+ A^seq_i when
         # add_seq_adv_to_items), or A^seq_i where A^item is NaN (no reward at that position)
         seq_col = seq_adv[:, None]
-        values = np.where(np.isnan(item_adv), seq_col, item_adv + seq_col if opts.add_seq_adv_to_items else item_adv)
+        values = item_adv + seq_col if opts.add_seq_adv_to_items else item_adv
+        absent = np.isnan(item_adv)
+        if absent.any():
+            values = np.where(absent, seq_col, values)
         values = torch.from_numpy((values * scale[:, None]).astype(np.float32))
         item_token_adv = values.view(-1).index_select(0, slot) * response_mask.reshape(-1).index_select(0, cell)
         adv.view(-1).scatter_(0, cell, item_token_adv)
