@@ -163,7 +163,7 @@ def _check_item_tokens_in_response(item_tokens: torch.Tensor, provided: handoff.
     if not item_tokens.numel():
         return
     triples = item_tokens.numpy()  # (T, 3) (row, token, k), columns contiguous as collated
-    lengths = provided.response_length_array()[np.asarray(rows, dtype=np.int64)]
+    lengths = provided.response_length_array[np.asarray(rows, dtype=np.int64)]
     past = triples[:, 1] >= lengths[triples[:, 0]]
     if past.any():
         local, token, k = triples[int(past.argmax())].tolist()

@@ -21,6 +21,7 @@ response can only be another rollout's. No verl import here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import contextvars
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -77,8 +78,9 @@ class FlexRecBatch:
     def __len__(self) -> int:
         return len(self.uids)
 
+    @functools.cached_property
     def response_length_array(self) -> np.ndarray:
-        """``response_lengths`` as int64 numpy (``np.array`` of a list: ~7x faster than torch's)."""
+        """``response_lengths`` as int64 numpy, made once (``np.array`` of a list: ~7x faster than torch's)."""
         return np.array(self.response_lengths, dtype=np.int64).reshape(len(self.response_lengths))
 
     def check_aligned(self, index: Sequence[Any] | np.ndarray | None, response_mask: torch.Tensor) -> None:
@@ -104,7 +106,7 @@ class FlexRecBatch:
                 f"row {i}: verl's estimator input has uid={str(got[i])!r}, the trainer fetched uid={self.uids[i]!r}; {order}"
             )
         mask = response_mask.reshape(len(got), -1)
-        lengths = torch.from_numpy(self.response_length_array())
+        lengths = torch.from_numpy(self.response_length_array)
         rows = rows_not_exactly_their_response(mask, lengths)  # only these can mark a token past it
         if not rows.numel():
             return
