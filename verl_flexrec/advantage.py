@@ -50,26 +50,29 @@ def _as_array(x, dtype=None) -> np.ndarray:
     return a if dtype is None else a.astype(dtype, copy=False)
 
 
-def _masked_group_stats(values: np.ndarray, valid: np.ndarray, cell: np.ndarray, num_cells: int):
-    """Count, mean and unbiased std of ``values[valid]`` per cell id (``cell`` has ``values``'
-    shape), float64; fewer than 2 values -> mean 0, std 1. ``np.bincount`` adds each cell's
-    values in row order, as verl's ``index_add_``."""
-    w = valid.astype(np.float64).reshape(-1)
-    v = np.where(valid, values, 0.0).astype(np.float64, copy=False).reshape(-1)
+def _masked_group_stats(values: np.ndarray, valid: np.ndarray | None, cell: np.ndarray, num_cells: int):
+    """Count, unbiased std and ``values - mean`` per cell id of ``values[valid]`` (``cell`` has
+    ``values``' shape; ``valid`` None: all values), float64; a cell with fewer than 2 values has
+    mean 0 and std 1. ``np.bincount`` adds each cell's values in row order, as verl's ``index_add_``."""
     c = cell.reshape(-1)
-    n = np.bincount(c, w, num_cells)
-    mean = np.bincount(c, v, num_cells) / np.maximum(n, 1)
-    dev = (v - mean[c]) * w  # 0 where not valid (v is 0 there, never NaN)
-    std = np.sqrt(np.bincount(c, dev * dev, num_cells) / np.maximum(n - 1, 1))
+    if valid is None:
+        n = np.bincount(c, minlength=num_cells).astype(np.float64)
+        v = values.reshape(-1).astype(np.float64, copy=False)
+    else:
+        n = np.bincount(c, valid.reshape(-1), num_cells)
+        v = np.where(valid, values, 0.0).astype(np.float64, copy=False).reshape(-1)
     few = n < 2
-    mean[few], std[few] = 0.0, 1.0
-    return n, mean, std
+    mean = np.bincount(c, v, num_cells) / np.maximum(n, 1)
+    mean[few] = 0.0  # the statistics of such cells are GRPO's 0 and 1, whatever the deviations
+    centred = values - mean[cell]
+    dev = centred.reshape(-1) if valid is None else np.where(valid, centred, 0.0).reshape(-1)
+    std = np.sqrt(np.bincount(c, dev * dev, num_cells) / np.maximum(n - 1, 1))
+    std[few] = 1.0
+    return n, std, centred
 
 
 def _group_normalize(scores: np.ndarray, gid: np.ndarray, eps: float, norm_by_std: bool) -> np.ndarray:
-    num = int(gid.max()) + 1 if len(gid) else 0
-    _, mean, std = _masked_group_stats(scores, np.ones(scores.shape, dtype=bool), gid, num)
-    centred = scores - mean[gid]
+    _, std, centred = _masked_group_stats(scores, None, gid, int(gid.max()) + 1 if len(gid) else 0)
     return centred / (std[gid] + eps) if norm_by_std else centred
 
 
@@ -96,9 +99,9 @@ def _item_advantages(r: np.ndarray, gid: np.ndarray, opts: AdvantageOptions, use
             cell, num_cells = np.repeat(gid, K).reshape(bs, K), num_groups
         else:  # one cell per (group, position)
             cell, num_cells = gid[:, None] * K + np.arange(K), num_groups * K
-        count, mean, std = (x.reshape(num_groups, -1) for x in _masked_group_stats(r, have, cell, num_cells))
+        count, std, centred = _masked_group_stats(r, None if all_valid else have, cell, num_cells)
+        count, std = count.reshape(num_groups, -1), std.reshape(num_groups, -1)
         per_row = lambda x: x.reshape(-1)[cell]  # noqa: E731
-        centred = r - per_row(mean)
     if opts.item_norm == "position" and use_std and opts.item_std_floor > 0 and K > 0:
         std = _floored_position_std(std, count >= 2, opts.item_std_floor)
     item_adv = (centred if opts.item_norm == "none" or not use_std else centred / (per_row(std) + opts.eps)).reshape(bs, K)
