@@ -1,4 +1,4 @@
-"""FlexRec token advantages (pure torch, no verl import).
+"""FlexRec token advantages (numpy and torch, no verl import).
 
 For rollout i of prompt group G (rollouts sharing ``index``) with sequence reward R_i, item rewards
 r_{i,k} (position k of its ranking) and reward uncertainty u_i:

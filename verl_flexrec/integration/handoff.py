@@ -21,8 +21,8 @@ response can only be another rollout's. No verl import here.
 from __future__ import annotations
 
 import contextlib
-import functools
 import contextvars
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
