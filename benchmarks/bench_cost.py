@@ -11,7 +11,8 @@
    ``flexrec`` estimator on ready tensors (item tokens sparse, and dense positions), with only
    verl's 4 arguments (= GRPO), ``collate_flexrec_inputs`` (reward_extra_info -> tensors) and the
    trainer path: the estimator called with verl's 4 arguments while ``flexrec_sync``'s handoff
-   provides the rollouts' reward_extra_info (alignment check and collation included).
+   provides the rollouts' reward_extra_info (alignment check and collation included); then the
+   trainer path's stages, timed inside it in extra rounds of the same rotation.
 3. reward manager, per sample: ``FlexRecRewardManager.run_single`` vs verl's
    ``NaiveRewardManager.run_single`` with a trivial score function, same responses and tokenizer;
    then each manager's stages timed one by one (µs per sample).
@@ -54,6 +55,8 @@ from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
 from verl.trainer.ppo import core_algos
 
 import verl_flexrec.register  # noqa: F401  (registers `flexrec` in verl's registries)
+from verl_flexrec import advantage as advantage_module
+from verl_flexrec.integration import estimator as estimator_module
 from verl_flexrec.integration import handoff
 from verl_flexrec.integration.estimator import estimator_options
 from verl_flexrec.integration.item_data import collate_flexrec_inputs, encode_item_data
@@ -268,6 +271,7 @@ def bench_estimator(bs: int, L: int, repeats: int) -> dict:
         "trainer_path": trainer_path,
     }
     t = interleaved_stats(contenders, repeats)
+    stages = profile_trainer_path(contenders, max(3, repeats // 2))
     a_grpo, _ = grpo(token_level_rewards=tlr, response_mask=mask, index=index, config=cfg)
     a_vec, _ = grpo_vec(token_level_rewards=tlr, response_mask=mask, index=index, config=cfg)
     a_plain, _ = flex(token_level_rewards=tlr, response_mask=mask, index=index, config=cfg)
@@ -279,6 +283,7 @@ def bench_estimator(bs: int, L: int, repeats: int) -> dict:
         "bs": bs,
         "response_length": L,
         "times": t,
+        "trainer_path_stages_us": stages,
         "vs_grpo_vectorized": ratios(t, ["grpo", *others], "grpo_vectorized"),
         "vs_grpo": ratios(t, others, "grpo"),
         "standard_args_equal_grpo": bool(torch.equal(a_grpo, a_plain)),
@@ -289,6 +294,60 @@ def bench_estimator(bs: int, L: int, repeats: int) -> dict:
             torch.equal(collated["item_tokens"], kwargs["item_tokens"]) and torch.equal(collated["item_rewards"], kwargs["item_rewards"])
         ),
     }
+
+
+# Stages of the trainer path, timed inside it: (owner, attribute) of the function each one calls.
+TRAINER_PATH_STAGES = {
+    "alignment check (uids, response_mask screen)": (handoff.FlexRecBatch, "check_aligned"),
+    "collation": (estimator_module, "collate_flexrec_inputs"),
+    "item tokens inside their response": (estimator_module, "_check_item_tokens_in_response"),
+    "estimator math (flexrec_advantages)": (estimator_module, "flexrec_advantages"),
+    "  group ids": (advantage_module, "group_ids_array"),
+    "  sequence GRPO": (advantage_module, "_group_normalize"),
+    "  uncertainty scale": (advantage_module, "scale_array"),
+    "  item statistics": (advantage_module, "_item_advantages"),
+    "  item-token cells": (advantage_module, "_cells_from_item_tokens"),
+}
+
+
+def profile_trainer_path(contenders: dict, repeats: int) -> dict:
+    """CPU µs (min, median) of each stage in ``TRAINER_PATH_STAGES`` while ``contenders
+    ["trainer_path"]`` runs, in the same rotation as the timing (so caches are as cold as there):
+    each stage function is wrapped with a thread-CPU timer for these extra rounds only. The
+    indented stages are part of "estimator math"; the rest of the total is the sequence-reward
+    sum, the broadcast and sparse write, and bookkeeping."""
+    record, active, originals = {name: [] for name in TRAINER_PATH_STAGES}, [False], []
+    record["trainer path (instrumented)"] = []
+    for name, (owner, attribute) in TRAINER_PATH_STAGES.items():
+        fn = getattr(owner, attribute)
+
+        def timed(*args, _fn=fn, _name=name, **kwargs):
+            if not active[0]:
+                return _fn(*args, **kwargs)
+            c = time.thread_time()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                record[_name].append(time.thread_time() - c)
+
+        originals.append((owner, attribute, fn))
+        setattr(owner, attribute, timed)
+
+    def instrumented():
+        active[0] = True
+        c = time.thread_time()
+        try:
+            contenders["trainer_path"]()
+        finally:
+            active[0] = False
+            record["trainer path (instrumented)"].append(time.thread_time() - c)
+
+    try:
+        interleaved_stats({**contenders, "trainer_path": instrumented}, repeats)
+    finally:
+        for owner, attribute, fn in originals:
+            setattr(owner, attribute, fn)
+    return {name: {"cpu_min_us": min(v) * 1e6, "cpu_median_us": statistics.median(v) * 1e6} for name, v in record.items() if v}
 
 
 def bench_trainer_fetch(bs: int, L: int, repeats: int) -> dict:
@@ -584,6 +643,9 @@ def print_tables(r: dict) -> None:
         x = e["vs_grpo_vectorized"].get(name, {"cpu_min": 1.0, "cpu_median": 1.0, "wall_median": 1.0})
         print(f"   {label:33s} {t['cpu_min_s'] * 1e3:6.2f} / {t['cpu_median_s'] * 1e3:6.2f} / {t['wall_median_s'] * 1e3:6.2f} ms   "
               f"{x['cpu_min']:5.2f}x / {x['cpu_median']:5.2f}x / {x['wall_median']:5.2f}x")
+    print("   trainer path stages, µs (CPU min / median, timed inside it in extra rounds of the same rotation):")
+    for name, v in e["trainer_path_stages_us"].items():
+        print(f"     {name:45s} {v['cpu_min_us']:7.0f} / {v['cpu_median_us']:7.0f}")
     f, fx = e["trainer_fetch"]["times"], e["trainer_fetch"]["vs_grpo_vectorized"]
     print(f"   {'(trainer fetch of extra_fields)':33s} {f['cpu_min_s'] * 1e3:6.2f} / {f['cpu_median_s'] * 1e3:6.2f} / {f['wall_median_s'] * 1e3:6.2f} ms   "
           f"{fx['cpu_min']:5.2f}x / {fx['cpu_median']:5.2f}x / {fx['wall_median']:5.2f}x   (outside the target)")
