@@ -151,10 +151,10 @@ def _position_stats_in_runs(values: np.ndarray, valid: np.ndarray | None):
 def _floored_position_std(std: np.ndarray, counted: np.ndarray, floor: float) -> np.ndarray:
     """``max(std_{G,k}, floor * sigma_G)`` for the ``(group, position)`` cells ``counted`` (at
     least two values), sigma_G the root mean square of the group's stds over those cells; cells
-    with fewer values keep GRPO's std 1. ``std`` and ``counted`` are ``(groups, K)``; the row sums
-    in torch (its summation order, as verl's port)."""
-    std_t, w = torch.from_numpy(std), torch.from_numpy(counted.astype(np.float64))
-    sigma = ((std_t**2 * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp(min=1)).sqrt().numpy()
+    with fewer values keep GRPO's std 1. ``std`` and ``counted`` are ``(groups, K)``; the sums of
+    squares in torch (its summation order, as verl's port)."""
+    squares = torch.from_numpy(std * std * counted).sum(1, keepdim=True).numpy()
+    sigma = np.sqrt(squares / np.maximum(counted.sum(1, keepdims=True), 1))  # counts: exact in any order
     return np.where(counted, np.maximum(std, floor * sigma), std)
 
 

@@ -157,9 +157,11 @@ def collate_flexrec_inputs(reward_extra_infos: Sequence[Mapping[str, Any] | None
                 _decode(info, ITEM_TOKENS_KEY, NUM_ITEM_TOKENS_KEY, _TOKEN, 2, row=i)
         raise ValueError("reward_extra_info: the item data does not add up to its counts")
     k_max = int(num_items.max()) if bs else 0
-    item_rewards = np.full((bs, k_max), np.nan, dtype=np.float32)
-    # row-major boolean assignment fills each row's first num_items[i] cells, rows in order
-    item_rewards[np.arange(k_max)[None, :] < num_items[:, None]] = rewards
+    if len(rewards) == bs * k_max:  # every list full length: the rows as they come
+        item_rewards = rewards.reshape(bs, k_max).copy()
+    else:  # row-major boolean assignment fills each row's first num_items[i] cells, rows in order
+        item_rewards = np.full((bs, k_max), np.nan, dtype=np.float32)
+        item_rewards[np.arange(k_max)[None, :] < num_items[:, None]] = rewards
     # (T, 3) as the transpose of a (3, T) array: each column is contiguous for the estimator
     item_tokens = np.empty((3, len(pairs) // 2), dtype=np.int64)
     item_tokens[0] = np.repeat(np.arange(bs), num_tokens)
