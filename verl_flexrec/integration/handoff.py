@@ -96,15 +96,16 @@ class FlexRecBatch:
                 f"verl passed {len(got)} rollouts to the flexrec estimator, the trainer fetched {len(self)}"
             )
         order = "verl's _compute_advantage no longer keeps TransferQueue key order (tests/test_trainer_seam_on_cpu.py)"
-        uids = np.asarray(self.uids, dtype=object)
-        same_uid = got == uids
-        if not same_uid.all():  # uids that are not str (ints, numpy scalars): compare as text
-            same_uid = got.astype(str) == uids.astype(str)
-        if not same_uid.all():
-            i = int(np.argmin(same_uid))
-            raise FlexRecBatchMismatch(
-                f"row {i}: verl's estimator input has uid={str(got[i])!r}, the trainer fetched uid={self.uids[i]!r}; {order}"
-            )
+        if got.tolist() != list(self.uids):  # else every uid equal, in order (one list comparison)
+            uids = np.asarray(self.uids, dtype=object)
+            same_uid = got == uids
+            if not same_uid.all():  # uids that are not str (ints, numpy scalars): compare as text
+                same_uid = got.astype(str) == uids.astype(str)
+            if not same_uid.all():
+                i = int(np.argmin(same_uid))
+                raise FlexRecBatchMismatch(
+                    f"row {i}: verl's estimator input has uid={str(got[i])!r}, the trainer fetched uid={self.uids[i]!r}; {order}"
+                )
         mask = response_mask.reshape(len(got), -1)
         lengths = torch.from_numpy(self.response_length_array)
         rows = rows_not_exactly_their_response(mask, lengths)  # only these can mark a token past it
