@@ -217,6 +217,13 @@ def test_group_ids_number_labels_by_how_they_print_in_order_of_first_appearance(
     assert group_ids([7, 7.0]).tolist() == [0, 1]
     assert group_ids(np.array([["u1", "u2"], ["u1", "u3"]])).tolist() == [0, 1, 0, 2]  # flattened
     assert group_ids([]).tolist() == [] and group_ids([]).dtype == torch.int64
+    # a prompt's rollouts in a row (verl's order), numbered run by run; a label that comes back
+    # after another run, or labels that are not all str, take the general path
+    runs = np.array(["x", "x", "y", "y", "y", "z"], dtype=object)
+    assert group_ids(runs).tolist() == [0, 0, 1, 1, 1, 2]
+    assert group_ids(np.array(["a", "a", "b", "a"], dtype=object)).tolist() == [0, 0, 1, 0]
+    assert group_ids(np.array([1, 1, "1", 1.0, 1.0], dtype=object)).tolist() == [0, 0, 0, 1, 1]
+    assert group_ids(np.array(["a", "a", "b", "b"])).tolist() == [0, 0, 1, 1]  # numpy str_ labels
 
 
 def test_uncertainty_scale_defaults_and_degenerate_inputs_by_hand():
