@@ -302,6 +302,11 @@ def test_collation_refuses_item_data_that_does_not_match_its_count_by_row():
     for bad, key in ((clipped, ITEM_REWARDS_KEY), (too_long, ITEM_TOKENS_KEY), (as_list, ITEM_REWARDS_KEY), (wide, ITEM_REWARDS_KEY)):
         with pytest.raises(ValueError, match=f"row 2: {key}"):
             collate_flexrec_inputs([good, None, bad])
+    # one reward too many in row 1 and one too few in row 2: the batch totals agree, the rows do not
+    one = good[ITEM_REWARDS_KEY][:4]
+    longer, shorter = {**good, ITEM_REWARDS_KEY: good[ITEM_REWARDS_KEY] + one}, {**good, ITEM_REWARDS_KEY: one}
+    with pytest.raises(ValueError, match=f"row 1: {ITEM_REWARDS_KEY}"):
+        collate_flexrec_inputs([good, longer, shorter])
     with pytest.raises(ValueError, match="2 item rewards but 1 token spans"):
         encode_item_data([0.1, 0.2], [(1, 2)])
     with pytest.raises(ValueError, match="must lie in"):

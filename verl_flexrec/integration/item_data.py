@@ -132,6 +132,7 @@ def collate_flexrec_inputs(reward_extra_infos: Sequence[Mapping[str, Any] | None
     bs = len(reward_extra_infos)
     rows = [info for info in reward_extra_infos if info is not None]
     present = None if len(rows) == bs else np.array([info is not None for info in reward_extra_infos], dtype=bool)
+    counted = slice(None) if present is None else present  # the rows with item data
 
     def column(key: str, dtype, absent) -> np.ndarray:  # one value per row; `absent` on None rows
         values = np.fromiter(map(itemgetter(key), rows), dtype, len(rows))
@@ -144,10 +145,13 @@ def collate_flexrec_inputs(reward_extra_infos: Sequence[Mapping[str, Any] | None
     num_items, num_tokens = column(NUM_ITEMS_KEY, np.int64, 0), column(NUM_ITEM_TOKENS_KEY, np.int64, 0)
     seq, u = column("flexrec_seq_reward", np.float32, np.nan), column("flexrec_uncertainty", np.float32, 0.0)
     reward_texts, token_texts = list(map(itemgetter(ITEM_REWARDS_KEY), rows)), list(map(itemgetter(ITEM_TOKENS_KEY), rows))
-    try:  # the whole batch in one read per array
+    try:  # each row's length against its count, then the whole batch in one read per array
+        ok = all(
+            np.array_equal(np.fromiter(map(len, texts), np.int64, len(rows)), counts[counted] * width)
+            for texts, counts, width in ((reward_texts, num_items, _REWARD.itemsize), (token_texts, num_tokens, 2 * _TOKEN.itemsize))
+        )
         rewards = np.frombuffer("".join(reward_texts).encode(_TEXT), dtype=_REWARD)
         pairs = np.frombuffer("".join(token_texts).encode(_TEXT), dtype=_TOKEN)
-        ok = len(rewards) == num_items.sum() and len(pairs) == 2 * num_tokens.sum()
     except (TypeError, UnicodeEncodeError, ValueError):
         ok = False
     if not ok:  # find the row and say what is wrong with it
