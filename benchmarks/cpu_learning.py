@@ -62,7 +62,11 @@ RESULTS = REPO / "benchmarks" / "results"
 ARMS = {
     "flexrec": ["algorithm.adv_estimator=flexrec", "algorithm.flexrec.advantage.mode=flexrec"],
     "grpo": ["algorithm.adv_estimator=flexrec", "algorithm.flexrec.advantage.mode=rec_r1"],
+    # FlexRec with A^seq added to the item tokens too (the validity signal reaches the ids)
+    "flexrec_seq": ["algorithm.adv_estimator=flexrec", "algorithm.flexrec.advantage.mode=flexrec",
+                    "algorithm.flexrec.advantage.add_seq_adv_to_items=true"],
 }
+DEFAULT_ARMS = ("flexrec", "grpo")
 GAIN = "exponential"
 
 
@@ -72,7 +76,7 @@ def val_keys(n: int) -> tuple[str, str]:
 
 TRAIN_KEYS = {"ndcg": "flexrec/ndcg/mean", "valid_ratio": "flexrec/valid_ratio", "step_s": "timing_s/step"}
 
-FULL = {"seeds": 3, "steps": 60, "test_freq": 10, "batch": 8, "rollouts": 4, "lr": 5e-4, "train_rows": 640,
+FULL = {"seeds": 3, "steps": 60, "test_freq": 10, "batch": 8, "rollouts": 4, "lr": 3e-4, "train_rows": 640,
         "val_rows": 50, "val_n": 2, "sft_steps": 1500, "sft_lr": 1e-3, "sft_batch": 16, "sft_orders": 16, "sft_lean": 0.25,
         "hidden": 128, "layers": 2}
 SMOKE = {"seeds": 1, "steps": 4, "test_freq": 2, "batch": 4, "rollouts": 4, "lr": 5e-4, "train_rows": 64,
@@ -247,22 +251,22 @@ def train(work: Path, arm: str, seed: int, cfg: dict) -> dict:
     return curves
 
 
-def collect(work: Path, cfg: dict) -> dict[str, list[dict]]:
+def collect(work: Path, cfg: dict, arms: tuple[str, ...] = DEFAULT_ARMS) -> dict[str, list[dict]]:
     """The finished runs in ``work`` (every validation step up to ``cfg['steps']`` in verl's log),
     for the seeds both arms finished; nothing is trained."""
-    runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    runs: dict[str, list[dict]] = {arm: [] for arm in arms}
     for seed in range(cfg["seeds"]):
         found = {}
-        for arm in ARMS:
+        for arm in arms:
             path = work / f"{arm}_seed{seed}" / "metrics.jsonl"
             if path.is_file():
                 curves = read_curves(path, cfg["val_n"])
                 if curves["val"]["step"] and curves["val"]["step"][-1] == cfg["steps"]:
                     found[arm] = {"seed": seed, **curves, "wall_s": None, "peak_process_rss_mib": None}
-        if len(found) == len(ARMS):
-            for arm in ARMS:
+        if len(found) == len(arms):
+            for arm in arms:
                 runs[arm].append(found[arm])
-    if not runs[next(iter(ARMS))]:
+    if not runs[arms[0]]:
         raise SystemExit(f"{work}: no seed with finished runs of every arm")
     return runs
 
@@ -335,20 +339,23 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
             "area": {"mean": float(area[arm].mean()), "ci95": float(t_interval(area[arm][:, None])[0])},
             "training_rollouts": training_summary(seeds),
         }
-    if set(area) == {"flexrec", "grpo"}:
-        diff = area["flexrec"] - area["grpo"]
-        end = np.array([s["val"]["ndcg@5"][-1] for s in runs["flexrec"]]) - np.array(
-            [s["val"]["ndcg@5"][-1] for s in runs["grpo"]])
-        half = float(t_interval(diff[:, None])[0])
-        mean = float(diff.mean())
+    for arm in (a for a in area if a != "grpo" and "grpo" in area):
+        out[f"{arm}_minus_grpo"] = paired_difference(arm, runs[arm], runs["grpo"], area[arm] - area["grpo"])
+    return out
+
+
+def paired_difference(arm: str, seeds: list[dict], grpo: list[dict], area_diff: np.ndarray) -> dict:
+    """``arm`` − GRPO paired by seed: the area under the validation curve ("learns faster") and the
+    last validation, each with a t interval and a plain verdict."""
+    end_diff = np.array([s["val"]["ndcg@5"][-1] for s in seeds]) - np.array([s["val"]["ndcg@5"][-1] for s in grpo])
+    out = {}
+    for key, diff, better in (("area", area_diff, "learns faster"), ("end", end_diff, "ends higher")):
+        half, mean = float(t_interval(diff[:, None])[0]), float(diff.mean())
         separated = len(diff) > 1 and abs(mean) > half
-        verdict = (("FlexRec" if mean > 0 else "GRPO") + " learns faster" if separated else
-                   "the arms cannot be separated at this number of seeds (the interval of the paired difference "
-                   "includes 0)")
-        out["flexrec_minus_grpo"] = {"area": {"mean": mean, "ci95": half, "per_seed": diff.tolist()},
-                                     "end": {"mean": float(end.mean()), "ci95": float(t_interval(end[:, None])[0]),
-                                             "per_seed": end.tolist()},
-                                     "verdict": verdict}
+        out[key] = {"mean": mean, "ci95": half, "per_seed": diff.tolist(),
+                    "verdict": ((arm if mean > 0 else "grpo") + f" {better}" if separated else
+                                "not separated at this number of seeds (the interval includes 0)")}
+    out["verdict"] = f"mean over validations: {out['area']['verdict']}; last validation: {out['end']['verdict']}"
     return out
 
 
@@ -381,10 +388,12 @@ def markdown(results: dict) -> str:
                  f"{t[k][p]['mean']:{'+' if p == 'change' else ''}.3f} ± {t[k][p]['ci95']:.3f}"
                  for k in ("valid_ratio", "ndcg_of_valid") for p in ("first", "last", "change")]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    d = s.get("flexrec_minus_grpo")
-    if d:
-        lines += ["", (f"FlexRec − GRPO, paired by seed: mean over validations {d['area']['mean']:+.3f} ± "
-                       f"{d['area']['ci95']:.3f}, end {d['end']['mean']:+.3f} ± {d['end']['ci95']:.3f}: {d['verdict']}.")]
+    for arm in s["arms"]:
+        d = s.get(f"{arm}_minus_grpo")
+        if d:
+            lines += ["", (f"{arm} − grpo, paired by seed: mean over validations {d['area']['mean']:+.3f} ± "
+                           f"{d['area']['ci95']:.3f} ({d['area']['verdict']}), last validation {d['end']['mean']:+.3f} ± "
+                           f"{d['end']['ci95']:.3f} ({d['end']['verdict']}).")]
     return "\n".join(lines)
 
 
@@ -405,7 +414,7 @@ def plot(results: dict, path: Path) -> None:
     ref = results["references"][GAIN]
     floor_full = training_floor()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    colors = {"flexrec": "tab:blue", "grpo": "tab:orange"}
+    colors = {"flexrec": "tab:blue", "grpo": "tab:orange", "flexrec_seq": "tab:green"}
     for arm, seeds in results["runs"].items():
         a = results["summary"]["arms"][arm]
         steps = np.array(a["step"])
@@ -473,6 +482,8 @@ class LoadSampler:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="1 seed per arm, 4 steps, tiny warm start (CI)")
+    p.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(DEFAULT_ARMS),
+                   help=f"arms to run (default: {' '.join(DEFAULT_ARMS)}); finished runs in --work-dir are reused")
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--test-freq", type=int, default=None)
@@ -511,13 +522,14 @@ def main(argv: list[str] | None = None) -> int:
     info = setup(work, cfg)
     print(f"[setup] {info['seconds']} s; {info['sft']}; first-id entropy {info['first_id_entropy_nats']} nats "
           f"(uniform {info['uniform_entropy_nats']}); sampled ValidRatio {info['sampled_valid_ratio']}", flush=True)
-    runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    arms = tuple(dict.fromkeys(args.arms))
+    runs: dict[str, list[dict]] = {arm: [] for arm in arms}
     if args.collect:
         if args.work_dir is None:
             raise SystemExit("--collect needs --work-dir")
-        runs = collect(work, cfg)
+        runs = collect(work, cfg, arms)
     for seed in range(0 if args.collect else cfg["seeds"]):
-        for arm in ARMS:
+        for arm in arms:
             t0 = time.perf_counter()
             curves = train(work, arm, seed, cfg)
             runs[arm].append(curves)
@@ -531,9 +543,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {
         "benchmark": "cpu_learning",
-        "command": "python benchmarks/cpu_learning.py" + (" --smoke" if args.smoke else ""),
-        "seeds_finished": len(runs[next(iter(ARMS))]),
-        "settings": {**cfg, "gain": GAIN, "arms": {k: v for k, v in ARMS.items()}, "task": "verl_flexrec.cpu.learnable_task",
+        "command": "python benchmarks/cpu_learning.py" + (" --smoke" if args.smoke else "")
+                   + ("" if arms == DEFAULT_ARMS else " --arms " + " ".join(arms)),
+        "seeds_finished": len(runs[arms[0]]),
+        "settings": {**cfg, "gain": GAIN, "arms": {k: ARMS[k] for k in arms}, "task": "verl_flexrec.cpu.learnable_task",
                      "candidates": 10, "validation": f"sampled (val_kwargs do_sample, temperature 1, n {cfg['val_n']})"},
         "warm_start": info,
         "references": references(work / "shared"),
