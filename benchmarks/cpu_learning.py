@@ -17,7 +17,8 @@ one override:
 Both arms of a seed start from the same warm-started model (one SFT for all runs: a tiny Qwen2
 that writes valid rankings with a near-uniform choice of ids, so groups explore) and see the same
 prompts in the same order (``data.seed``); seeds change the data order and the rollout sampling.
-Validation (greedy, 50 held-out rows) runs every ``--test-freq`` steps; its NDCG@5 and ValidRatio
+Validation (50 held-out rows, 2 answers sampled at temperature 1 per row, as the training rollouts
+are sampled) runs every ``--test-freq`` steps; its NDCG@5 and ValidRatio
 are read back from verl's own file logger (``trainer.logger=[console,file]``). The random floor
 (exact expectation, :func:`verl_flexrec.evaluate.metrics.expected_random_metrics`) and the oracle
 ceiling are computed on the same validation rows with the same gain.
@@ -61,16 +62,26 @@ RESULTS = REPO / "benchmarks" / "results"
 ARMS = {
     "flexrec": ["algorithm.adv_estimator=flexrec", "algorithm.flexrec.advantage.mode=flexrec"],
     "grpo": ["algorithm.adv_estimator=flexrec", "algorithm.flexrec.advantage.mode=rec_r1"],
+    # FlexRec with A^seq added to the item tokens too (the validity signal reaches the ids)
+    "flexrec_seq": ["algorithm.adv_estimator=flexrec", "algorithm.flexrec.advantage.mode=flexrec",
+                    "algorithm.flexrec.advantage.add_seq_adv_to_items=true"],
 }
+DEFAULT_ARMS = ("flexrec", "grpo")
 GAIN = "exponential"
-VAL_NDCG = f"val-aux/{DATA_SOURCE}/ndcg@5/mean@1"
-VAL_VALID = f"val-aux/{DATA_SOURCE}/flexrec_valid/mean@1"
+
+
+def val_keys(n: int) -> tuple[str, str]:
+    """verl's validation metric names for NDCG@5 and ValidRatio, averaged over ``n`` samples per row."""
+    return f"val-aux/{DATA_SOURCE}/ndcg@5/mean@{n}", f"val-aux/{DATA_SOURCE}/flexrec_valid/mean@{n}"
+
 TRAIN_KEYS = {"ndcg": "flexrec/ndcg/mean", "valid_ratio": "flexrec/valid_ratio", "step_s": "timing_s/step"}
 
-FULL = {"seeds": 3, "steps": 60, "test_freq": 10, "batch": 8, "rollouts": 4, "lr": 2e-4, "train_rows": 640,
-        "val_rows": 50, "sft_steps": 1500, "sft_lr": 1e-3, "sft_batch": 16, "sft_orders": 16, "hidden": 128, "layers": 2}
+FULL = {"seeds": 3, "steps": 60, "test_freq": 10, "batch": 8, "rollouts": 4, "lr": 3e-4, "train_rows": 640,
+        "val_rows": 50, "val_n": 2, "sft_steps": 1500, "sft_lr": 1e-3, "sft_batch": 16, "sft_orders": 16, "sft_lean": 0.25,
+        "hidden": 128, "layers": 2}
 SMOKE = {"seeds": 1, "steps": 4, "test_freq": 2, "batch": 4, "rollouts": 4, "lr": 5e-4, "train_rows": 64,
-         "val_rows": 10, "sft_steps": 20, "sft_lr": 1e-3, "sft_batch": 8, "sft_orders": 2, "hidden": 64, "layers": 2}
+         "val_rows": 10, "val_n": 2, "sft_steps": 20, "sft_lr": 1e-3, "sft_batch": 8, "sft_orders": 2, "sft_lean": 0.25,
+         "hidden": 64, "layers": 2}
 
 
 def t_interval(x: np.ndarray, level: float = 0.95) -> np.ndarray:
@@ -86,7 +97,7 @@ def t_interval(x: np.ndarray, level: float = 0.95) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # setup: task data + one warm-started model for every run
 # ---------------------------------------------------------------------------------------------
-SETUP_KEYS = ("train_rows", "val_rows", "sft_steps", "sft_lr", "sft_batch", "sft_orders", "hidden", "layers")
+SETUP_KEYS = ("train_rows", "val_rows", "sft_steps", "sft_lr", "sft_batch", "sft_orders", "sft_lean", "hidden", "layers")
 
 
 def setup(work: Path, cfg: dict) -> dict:
@@ -102,7 +113,7 @@ def setup(work: Path, cfg: dict) -> dict:
     cmd = [sys.executable, "-m", "verl_flexrec.cpu.tiny_setup", "--workdir", str(shared), "--dataset", "genre_task",
            "--task-rows", str(cfg["train_rows"]), str(cfg["val_rows"]), "--sft-steps", str(cfg["sft_steps"]),
            "--sft-lr", str(cfg["sft_lr"]), "--sft-batch-size", str(cfg["sft_batch"]), "--sft-orders", str(cfg["sft_orders"]),
-           "--sft-vary-orders", "--model-hidden", str(cfg["hidden"]), "--model-layers", str(cfg["layers"])]
+           "--sft-lean", str(cfg["sft_lean"]), "--model-hidden", str(cfg["hidden"]), "--model-layers", str(cfg["layers"])]
     started = time.perf_counter()
     shared.mkdir(parents=True, exist_ok=True)
     log = shared / "setup.log"
@@ -197,6 +208,10 @@ def overrides(arm: str, seed: int, cfg: dict, run: Path) -> list[str]:
         f"actor_rollout_ref.rollout.n={cfg['rollouts']}", f"actor_rollout_ref.actor.optim.lr={cfg['lr']}",
         "data.max_prompt_length=320", f"data.seed={seed}", f"actor_rollout_ref.rollout.seed={seed}",
         f"trainer.total_training_steps={cfg['steps']}", f"trainer.test_freq={cfg['test_freq']}",
+        # validation samples as the training rollouts do (temperature 1, val_n answers per row): the
+        # policy's expected NDCG, which RL optimises; greedy decoding turns a small lean into a jump
+        "actor_rollout_ref.rollout.val_kwargs.do_sample=true", "actor_rollout_ref.rollout.val_kwargs.temperature=1.0",
+        f"actor_rollout_ref.rollout.val_kwargs.n={cfg['val_n']}",
         "trainer.save_freq=-1", "trainer.val_before_train=true", "trainer.logger=[console,file]",
         "trainer.v1.trainer_mode=flexrec_sync", "trainer.rollout_data_dir=null",
         f"trainer.experiment_name={arm}_seed{seed}", f"trainer.default_local_dir={run / 'checkpoints'}",
@@ -204,7 +219,8 @@ def overrides(arm: str, seed: int, cfg: dict, run: Path) -> list[str]:
 
 
 def _run_settings(arm: str, seed: int, cfg: dict) -> dict:
-    return {"arm": arm, "seed": seed, **{k: cfg[k] for k in sorted(cfg)}}
+    """What decides one run's outcome (not the number of seeds: a 1-seed pilot's runs are reused)."""
+    return {"arm": arm, "seed": seed, **{k: cfg[k] for k in sorted(cfg) if k != "seeds"}}
 
 
 def train(work: Path, arm: str, seed: int, cfg: dict) -> dict:
@@ -229,49 +245,50 @@ def train(work: Path, arm: str, seed: int, cfg: dict) -> dict:
     if report["returncode"] != 0:
         tail = (run / "train.log").read_text(errors="replace")[-5000:]
         raise SystemExit(f"{arm} seed {seed}: trainer exited {report['returncode']} (log {run / 'train.log'}):\n{tail}")
-    curves = {"seed": seed, **read_curves(run / "metrics.jsonl"), "wall_s": report["wall_s"],
+    curves = {"seed": seed, **read_curves(run / "metrics.jsonl", cfg["val_n"]), "wall_s": report["wall_s"],
               "peak_process_rss_mib": report["peak_process_rss_mib"]}
     done.write_text(json.dumps({"settings": _run_settings(arm, seed, cfg), "curves": curves}) + "\n")
     return curves
 
 
-def collect(work: Path, cfg: dict) -> dict[str, list[dict]]:
+def collect(work: Path, cfg: dict, arms: tuple[str, ...] = DEFAULT_ARMS) -> dict[str, list[dict]]:
     """The finished runs in ``work`` (every validation step up to ``cfg['steps']`` in verl's log),
     for the seeds both arms finished; nothing is trained."""
-    runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    runs: dict[str, list[dict]] = {arm: [] for arm in arms}
     for seed in range(cfg["seeds"]):
         found = {}
-        for arm in ARMS:
+        for arm in arms:
             path = work / f"{arm}_seed{seed}" / "metrics.jsonl"
             if path.is_file():
-                curves = read_curves(path)
+                curves = read_curves(path, cfg["val_n"])
                 if curves["val"]["step"] and curves["val"]["step"][-1] == cfg["steps"]:
                     found[arm] = {"seed": seed, **curves, "wall_s": None, "peak_process_rss_mib": None}
-        if len(found) == len(ARMS):
-            for arm in ARMS:
+        if len(found) == len(arms):
+            for arm in arms:
                 runs[arm].append(found[arm])
-    if not runs[next(iter(ARMS))]:
+    if not runs[arms[0]]:
         raise SystemExit(f"{work}: no seed with finished runs of every arm")
     return runs
 
 
-def read_curves(path: Path) -> dict:
+def read_curves(path: Path, val_n: int) -> dict:
     """Validation and training curves from verl's file logger (one JSON line per logged step)."""
+    val_ndcg, val_valid = val_keys(val_n)
     val = {"step": [], "ndcg@5": [], "valid_ratio": []}
     tr = {"step": [], **{k: [] for k in TRAIN_KEYS}}
     for line in path.read_text().splitlines():
         record = json.loads(line)
         step, data = int(record["step"]), record["data"]
-        if VAL_NDCG in data:
+        if val_ndcg in data:
             val["step"].append(step)
-            val["ndcg@5"].append(float(data[VAL_NDCG]))
-            val["valid_ratio"].append(float(data[VAL_VALID]))
+            val["ndcg@5"].append(float(data[val_ndcg]))
+            val["valid_ratio"].append(float(data[val_valid]))
         if TRAIN_KEYS["ndcg"] in data:
             tr["step"].append(step)
             for key, name in TRAIN_KEYS.items():
                 tr[key].append(float(data.get(name, float("nan"))))
     if not val["step"]:
-        raise SystemExit(f"{path}: no validation metric {VAL_NDCG!r} in verl's log")
+        raise SystemExit(f"{path}: no validation metric {val_ndcg!r} in verl's log")
     return {"val": val, "train": tr}
 
 
@@ -322,20 +339,23 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
             "area": {"mean": float(area[arm].mean()), "ci95": float(t_interval(area[arm][:, None])[0])},
             "training_rollouts": training_summary(seeds),
         }
-    if set(area) == {"flexrec", "grpo"}:
-        diff = area["flexrec"] - area["grpo"]
-        end = np.array([s["val"]["ndcg@5"][-1] for s in runs["flexrec"]]) - np.array(
-            [s["val"]["ndcg@5"][-1] for s in runs["grpo"]])
-        half = float(t_interval(diff[:, None])[0])
-        mean = float(diff.mean())
+    for arm in (a for a in area if a != "grpo" and "grpo" in area):
+        out[f"{arm}_minus_grpo"] = paired_difference(arm, runs[arm], runs["grpo"], area[arm] - area["grpo"])
+    return out
+
+
+def paired_difference(arm: str, seeds: list[dict], grpo: list[dict], area_diff: np.ndarray) -> dict:
+    """``arm`` − GRPO paired by seed: the area under the validation curve ("learns faster") and the
+    last validation, each with a t interval and a plain verdict."""
+    end_diff = np.array([s["val"]["ndcg@5"][-1] for s in seeds]) - np.array([s["val"]["ndcg@5"][-1] for s in grpo])
+    out = {}
+    for key, diff, better in (("area", area_diff, "learns faster"), ("end", end_diff, "ends higher")):
+        half, mean = float(t_interval(diff[:, None])[0]), float(diff.mean())
         separated = len(diff) > 1 and abs(mean) > half
-        verdict = (("FlexRec" if mean > 0 else "GRPO") + " learns faster" if separated else
-                   "the arms cannot be separated at this number of seeds (the interval of the paired difference "
-                   "includes 0)")
-        out["flexrec_minus_grpo"] = {"area": {"mean": mean, "ci95": half, "per_seed": diff.tolist()},
-                                     "end": {"mean": float(end.mean()), "ci95": float(t_interval(end[:, None])[0]),
-                                             "per_seed": end.tolist()},
-                                     "verdict": verdict}
+        out[key] = {"mean": mean, "ci95": half, "per_seed": diff.tolist(),
+                    "verdict": ((arm if mean > 0 else "grpo") + f" {better}" if separated else
+                                "not separated at this number of seeds (the interval includes 0)")}
+    out["verdict"] = f"mean over validations: {out['area']['verdict']}; last validation: {out['end']['verdict']}"
     return out
 
 
@@ -343,8 +363,9 @@ def markdown(results: dict) -> str:
     ref, s = results["references"], results["summary"]
     fl, ce = ref[GAIN]["random_floor"], ref[GAIN]["oracle_ceiling"]
     seeds = results.get("seeds_finished", results["settings"]["seeds"])
-    title = (f"Validation NDCG@5 ({GAIN} gain 2^r - 1, greedy decoding, {ref['rows']} held-out rows), mean ± 95 % "
-             f"t-interval over {seeds} seed(s)")
+    n = results["settings"]["val_n"]
+    title = (f"Validation NDCG@5 ({GAIN} gain 2^r - 1, {n} answers sampled at temperature 1 per row, invalid = 0, "
+             f"{ref['rows']} held-out rows), mean ± 95 % t-interval over {seeds} seed(s)")
     lines = [title, "",
              (f"| arm | start (step 0) | end (step {results['settings']['steps']}) | rise | mean over validations "
               "| end ValidRatio |"),
@@ -367,10 +388,12 @@ def markdown(results: dict) -> str:
                  f"{t[k][p]['mean']:{'+' if p == 'change' else ''}.3f} ± {t[k][p]['ci95']:.3f}"
                  for k in ("valid_ratio", "ndcg_of_valid") for p in ("first", "last", "change")]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    d = s.get("flexrec_minus_grpo")
-    if d:
-        lines += ["", (f"FlexRec − GRPO, paired by seed: mean over validations {d['area']['mean']:+.3f} ± "
-                       f"{d['area']['ci95']:.3f}, end {d['end']['mean']:+.3f} ± {d['end']['ci95']:.3f}: {d['verdict']}.")]
+    for arm in s["arms"]:
+        d = s.get(f"{arm}_minus_grpo")
+        if d:
+            lines += ["", (f"{arm} − grpo, paired by seed: mean over validations {d['area']['mean']:+.3f} ± "
+                           f"{d['area']['ci95']:.3f} ({d['area']['verdict']}), last validation {d['end']['mean']:+.3f} ± "
+                           f"{d['end']['ci95']:.3f} ({d['end']['verdict']}).")]
     return "\n".join(lines)
 
 
@@ -391,7 +414,7 @@ def plot(results: dict, path: Path) -> None:
     ref = results["references"][GAIN]
     floor_full = training_floor()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    colors = {"flexrec": "tab:blue", "grpo": "tab:orange"}
+    colors = {"flexrec": "tab:blue", "grpo": "tab:orange", "flexrec_seq": "tab:green"}
     for arm, seeds in results["runs"].items():
         a = results["summary"]["arms"][arm]
         steps = np.array(a["step"])
@@ -415,8 +438,8 @@ def plot(results: dict, path: Path) -> None:
         ax.axhline(ref["oracle_ceiling"], color="black", linestyle=":", linewidth=1, label="oracle ceiling")
     axes[2].axhline(floor_full, color="black", linestyle="--", linewidth=1,
                     label="random valid ranking (expected full-list NDCG)")
-    axes[0].set_ylabel(f"validation NDCG@5 ({GAIN} gain, greedy)")
-    axes[1].set_ylabel("validation ValidRatio (greedy)")
+    axes[0].set_ylabel(f"validation NDCG@5 ({GAIN} gain, sampled, T=1)")
+    axes[1].set_ylabel("validation ValidRatio (sampled, T=1)")
     axes[2].set_ylabel("training rollouts (sampled, T=1; moving average)")
     for ax in axes:
         ax.set_xlabel("training step (verl main_ppo)")
@@ -459,6 +482,8 @@ class LoadSampler:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="1 seed per arm, 4 steps, tiny warm start (CI)")
+    p.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(DEFAULT_ARMS),
+                   help=f"arms to run (default: {' '.join(DEFAULT_ARMS)}); finished runs in --work-dir are reused")
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--test-freq", type=int, default=None)
@@ -497,13 +522,14 @@ def main(argv: list[str] | None = None) -> int:
     info = setup(work, cfg)
     print(f"[setup] {info['seconds']} s; {info['sft']}; first-id entropy {info['first_id_entropy_nats']} nats "
           f"(uniform {info['uniform_entropy_nats']}); sampled ValidRatio {info['sampled_valid_ratio']}", flush=True)
-    runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    arms = tuple(dict.fromkeys(args.arms))
+    runs: dict[str, list[dict]] = {arm: [] for arm in arms}
     if args.collect:
         if args.work_dir is None:
             raise SystemExit("--collect needs --work-dir")
-        runs = collect(work, cfg)
+        runs = collect(work, cfg, arms)
     for seed in range(0 if args.collect else cfg["seeds"]):
-        for arm in ARMS:
+        for arm in arms:
             t0 = time.perf_counter()
             curves = train(work, arm, seed, cfg)
             runs[arm].append(curves)
@@ -517,10 +543,11 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {
         "benchmark": "cpu_learning",
-        "command": "python benchmarks/cpu_learning.py" + (" --smoke" if args.smoke else ""),
-        "seeds_finished": len(runs[next(iter(ARMS))]),
-        "settings": {**cfg, "gain": GAIN, "arms": {k: v for k, v in ARMS.items()}, "task": "verl_flexrec.cpu.learnable_task",
-                     "candidates": 10, "validation": "greedy (val_kwargs temperature 0, n 1)"},
+        "command": "python benchmarks/cpu_learning.py" + (" --smoke" if args.smoke else "")
+                   + ("" if arms == DEFAULT_ARMS else " --arms " + " ".join(arms)),
+        "seeds_finished": len(runs[arms[0]]),
+        "settings": {**cfg, "gain": GAIN, "arms": {k: ARMS[k] for k in arms}, "task": "verl_flexrec.cpu.learnable_task",
+                     "candidates": 10, "validation": f"sampled (val_kwargs do_sample, temperature 1, n {cfg['val_n']})"},
         "warm_start": info,
         "references": references(work / "shared"),
         "runs": runs,

@@ -50,10 +50,11 @@ def test_each_arm_has_verl_validation_curves(smoke):
         assert seeds[0]["train"]["step"] == [1, 2, 3, 4]
         # the same numbers verl's console logger printed for this run
         console = (work / f"{arm}_seed0" / "train.log").read_text(errors="replace")
+        n = res["settings"]["val_n"]
         printed = {int(m.group(1)): float(m.group(2)) for m in re.finditer(
-            r"step:(\d+) - .*?val-aux/flexrec/genre_task/ndcg@5/mean@1:(?:np\.float64\()?([0-9.eE+-]+)", console)}
+            rf"step:(\d+) - .*?val-aux/flexrec/genre_task/ndcg@5/mean@{n}:(?:np\.float64\()?([0-9.eE+-]+)", console)}
         assert printed == pytest.approx(dict(zip(val["step"], val["ndcg@5"])))
-    # both arms start from the same warm-started model and decode validation greedily
+    # both arms start from the same warm-started model, and step 0's validation samples with the same seed
     assert res["runs"]["flexrec"][0]["val"]["ndcg@5"][0] == res["runs"]["grpo"][0]["val"]["ndcg@5"][0]
 
 

@@ -71,9 +71,29 @@ def test_load_weights_changes_the_policy_and_rejects_unknown_names(model_dir):
         server.load_weights(partial)
 
 
+def _sample(server, prompt):
+    return tuple(asyncio.run(server.generate(prompt, {"temperature": 1.0, "top_k": -1}, "x")).token_ids)
+
+
 def test_sampling_is_seeded_and_multimodal_input_is_refused(model_dir):
     a = asyncio.run(_server(model_dir).generate([5, 17], {"temperature": 1.0, "top_k": -1}, "x")).token_ids
     b = asyncio.run(_server(model_dir).generate([5, 17], {"temperature": 1.0, "top_k": -1}, "x")).token_ids
     assert a == b
     with pytest.raises(NotImplementedError):
         asyncio.run(_server(model_dir).generate([5], {"temperature": 0}, "y", image_data=["img"]))
+
+
+def test_samples_do_not_depend_on_the_order_requests_arrive_in(model_dir):
+    """The agent loop's requests arrive in a different order each run: the same multiset of samples
+    per prompt either way; repeats of one prompt draw different samples; new weights, new draws."""
+    prompts = [[5, 17], [9, 3, 4], [5, 17], [9, 3, 4], [5, 17], [9, 3, 4]]
+    first, second = _server(model_dir, response_length=20), _server(model_dir, response_length=20)
+    forward = [(tuple(p), _sample(first, p)) for p in prompts]
+    backward = [(tuple(p), _sample(second, p)) for p in prompts[::-1]]
+    assert sorted(forward) == sorted(backward)
+    assert len({out for p, out in forward if p == (5, 17)}) > 1  # three draws of one prompt differ
+    other_seed = _server(model_dir, response_length=20)
+    other_seed.seed += 1
+    assert [_sample(other_seed, p) for p in prompts] != [out for _, out in forward]
+    first.load_weights(dict(first.model.state_dict()))  # same weights, a new version: new draws
+    assert [_sample(first, p) for p in prompts] != [out for _, out in forward]

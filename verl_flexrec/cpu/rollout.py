@@ -18,6 +18,7 @@ in ``verl.workers.rollout.base._ROLLOUT_REGISTRY``). Three pieces fill those slo
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 from typing import Any
@@ -56,14 +57,29 @@ class HFGenerationServer:
         self.eos_token_ids = [eos] if isinstance(eos, int) else list(eos or [])
         pad = self.model.generation_config.pad_token_id
         self.pad_token_id = pad if pad is not None else (self.eos_token_ids[0] if self.eos_token_ids else 0)
-        # sampling draws from torch's global RNG: seed it per replica (rollout.seed)
-        torch.manual_seed(int(getattr(self.config, "seed", 0) or 0) + replica_rank)
+        self.seed = int(getattr(self.config, "seed", 0) or 0)
         self.global_steps: int | None = None
         self.weight_version = 0
+        # requests of one prompt seen at the current weights: each gets its own random stream
+        self._draws: dict[bytes, int] = {}
         # Generation runs in a worker thread; one at a time keeps the model's state consistent.
         self._lock = threading.Lock()
 
     # -- generation ------------------------------------------------------------------------
+    def _request_seed(self, prompt_ids: list[int]) -> int:
+        """The seed of one sampling request: (rollout.seed, replica, weight version, prompt, draw).
+
+        The agent loop sends requests concurrently, so their arrival order varies from run to run;
+        a seed keyed by what is asked, not by when, makes a run's samples reproducible and gives
+        two runs from the same model and seed the same samples (the n requests of one prompt are
+        interchangeable, so which one gets which draw number does not matter). Call under the lock.
+        """
+        key = hashlib.blake2b(repr((self.seed, self.replica_rank, self.weight_version, list(prompt_ids))).encode(),
+                              digest_size=16).digest()
+        draw = self._draws.get(key, 0)
+        self._draws[key] = draw + 1
+        return int.from_bytes(hashlib.blake2b(key + draw.to_bytes(8, "little"), digest_size=8).digest(), "little") >> 1
+
     def _generate_blocking(self, prompt_ids: list[int], sampling_params: dict[str, Any]) -> dict:
         n_new = max_new_tokens(
             len(prompt_ids),
@@ -74,7 +90,8 @@ class HFGenerationServer:
         )
         kwargs = generation_kwargs(sampling_params, self.eos_token_ids, self.pad_token_id)
         input_ids = torch.tensor([list(prompt_ids)], dtype=torch.long)
-        with self._lock, torch.no_grad():
+        with self._lock, torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._request_seed(prompt_ids))
             out = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
@@ -134,7 +151,8 @@ class HFGenerationServer:
         with self._lock, torch.no_grad():
             for name, tensor in named_tensors.items():
                 state[name].copy_(tensor.to(state[name].dtype))
-        self.weight_version += 1
+            self.weight_version += 1
+            self._draws.clear()
         if global_steps is not None:
             self.global_steps = global_steps
         return len(named_tensors)

@@ -76,11 +76,11 @@ def copy_data(workdir: Path, train_file: Path, val_file: Path, *, max_train: int
 
 
 def build_model(workdir: Path, train_parquet: Path, *, sft_steps: int, seed: int, sft_lr: float = 3e-3,
-                sft_orders: int = 2, sft_batch_size: int = 8, vary_orders: bool = False, hidden_size: int = 64,
-                num_layers: int = 2) -> Path:
+                sft_orders: int = 2, sft_batch_size: int = 8, vary_orders: bool = False, sft_lean: float = 0.0,
+                hidden_size: int = 64, num_layers: int = 2) -> Path:
     """Tokenizer + tiny Qwen2, warm-started on the training prompts, saved to ``workdir/model``.
 
-    ``sft_*`` and ``vary_orders`` are :func:`.warm_start.warm_start`'s knobs; ``hidden_size`` and
+    ``sft_*`` and ``vary_orders`` are :func:`.warm_start.warm_start`'s knobs (``sft_lean``: its ``lean``); ``hidden_size`` and
     ``num_layers`` size the model (:func:`verl_flexrec.testing.build_tiny_model`).
     """
     import pyarrow.parquet as pq
@@ -95,10 +95,11 @@ def build_model(workdir: Path, train_parquet: Path, *, sft_steps: int, seed: int
     model = build_tiny_model(tokenizer, seed=seed, hidden_size=hidden_size, num_layers=num_layers)
     rows = pq.read_table(train_parquet).to_pylist()
     prompts = [row["prompt"] for row in rows]
-    candidates = [GroundTruth.from_any(row["reward_model"]["ground_truth"]).candidates for row in rows]
+    truths = [GroundTruth.from_any(row["reward_model"]["ground_truth"]) for row in rows]
     if sft_steps > 0:
-        losses = warm_start(model, tokenizer, prompts, candidates, steps=sft_steps, seed=seed, lr=sft_lr,
-                            n_orders=sft_orders, batch_size=sft_batch_size, vary_by_prompt=vary_orders)
+        losses = warm_start(model, tokenizer, prompts, [t.candidates for t in truths], steps=sft_steps, seed=seed,
+                            lr=sft_lr, n_orders=sft_orders, batch_size=sft_batch_size, vary_by_prompt=vary_orders,
+                            gains=[list(t.gains) for t in truths], lean=sft_lean)
         print(f"warm-start SFT: loss {losses[0]:.3f} -> {losses[-1]:.3f} over {sft_steps} steps")
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-batch-size", type=int, default=8, help="warm-start examples per step")
     parser.add_argument("--sft-vary-orders", action="store_true",
                         help="draw each prompt's target orders with its own seed (a high-entropy policy)")
+    parser.add_argument("--sft-lean", type=float, default=0.0,
+                        help="draw the target orders from Plackett-Luce with weights exp(LEAN * gain): a warm start "
+                             "that leans towards the better items but still explores (0: uniform orders)")
     parser.add_argument("--model-hidden", type=int, default=64, help="tiny Qwen2 hidden size")
     parser.add_argument("--model-layers", type=int, default=2, help="tiny Qwen2 layers")
     parser.add_argument("--seed", type=int, default=0)
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         data = build_data(args.workdir, args.dataset, args.seed)
     model = build_model(args.workdir, data / "train.parquet", sft_steps=args.sft_steps, seed=args.seed,
                         sft_lr=args.sft_lr, sft_orders=args.sft_orders, sft_batch_size=args.sft_batch_size,
-                        vary_orders=args.sft_vary_orders, hidden_size=args.model_hidden, num_layers=args.model_layers)
+                        vary_orders=args.sft_vary_orders, sft_lean=args.sft_lean, hidden_size=args.model_hidden, num_layers=args.model_layers)
     print(f"data: {data}\nmodel: {model}")
     return 0
 
