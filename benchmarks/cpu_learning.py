@@ -328,6 +328,8 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
         ndcg = np.array([s["val"]["ndcg@5"] for s in seeds])
         valid = np.array([s["val"]["valid_ratio"] for s in seeds])
         area[arm] = ndcg[:, 1:].mean(1) if ndcg.shape[1] > 1 else ndcg[:, 0]
+        # invalid answers score 0, so NDCG / ValidRatio is the mean NDCG@5 of the valid answers
+        of_valid = ndcg[:, -1] / np.maximum(valid[:, -1], 1e-12)
         out["arms"][arm] = {
             "step": steps,
             "ndcg@5": {"mean": ndcg.mean(0).tolist(), "ci95": t_interval(ndcg).tolist()},
@@ -337,6 +339,7 @@ def summarise(runs: dict[str, list[dict]]) -> dict:
             "rise": {"mean": float((ndcg[:, -1] - ndcg[:, 0]).mean()),
                      "ci95": float(t_interval((ndcg[:, -1] - ndcg[:, 0])[:, None])[0])},
             "area": {"mean": float(area[arm].mean()), "ci95": float(t_interval(area[arm][:, None])[0])},
+            "end_ndcg_of_valid": {"mean": float(of_valid.mean()), "ci95": float(t_interval(of_valid[:, None])[0])},
             "training_rollouts": training_summary(seeds),
         }
     for arm in (a for a in area if a != "grpo" and "grpo" in area):
@@ -368,15 +371,16 @@ def markdown(results: dict) -> str:
              f"{ref['rows']} held-out rows), mean ± 95 % t-interval over {seeds} seed(s)")
     lines = [title, "",
              (f"| arm | start (step 0) | end (step {results['settings']['steps']}) | rise | mean over validations "
-              "| end ValidRatio |"),
-             "|---|---|---|---|---|---|",
-             f"| random floor (expected) | {fl:.3f} | {fl:.3f} | – | – | – |",
-             f"| oracle ceiling | {ce:.3f} | {ce:.3f} | – | – | 1.000 |"]
+              "| end ValidRatio | end NDCG@5 of valid answers |"),
+             "|---|---|---|---|---|---|---|",
+             f"| random floor (expected) | {fl:.3f} | {fl:.3f} | – | – | – | {fl:.3f} |",
+             f"| oracle ceiling | {ce:.3f} | {ce:.3f} | – | – | 1.000 | {ce:.3f} |"]
     for arm, a in s["arms"].items():
         lines.append(f"| {arm} | {a['start']['mean']:.3f} ± {a['start']['ci95']:.3f} | {a['end']['mean']:.3f} ± "
                      f"{a['end']['ci95']:.3f} | {a['rise']['mean']:+.3f} ± {a['rise']['ci95']:.3f} | "
                      f"{a['area']['mean']:.3f} ± {a['area']['ci95']:.3f} | {a['valid_ratio']['mean'][-1]:.3f} ± "
-                     f"{a['valid_ratio']['ci95'][-1]:.3f} |")
+                     f"{a['valid_ratio']['ci95'][-1]:.3f} | {a['end_ndcg_of_valid']['mean']:.3f} ± "
+                     f"{a['end_ndcg_of_valid']['ci95']:.3f} |")
     w = next(iter(s["arms"].values()))["training_rollouts"]["window_steps"]
     lines += ["", (f"Training rollouts (sampled, temperature 1), first vs last {w} steps, mean ± 95 % t-interval; "
                    f"full-list NDCG ({GAIN} gain) of a random valid ranking: {training_floor():.3f}"),
