@@ -15,6 +15,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_token_windows import prefix_offsets  # the prefix-decoding reference (tests/ is on sys.path)
 
 from verl_flexrec.advantage import flexrec_advantages, group_normalize
 from verl_flexrec.config import AdvantageOptions, RewardOptions, UncertaintyOptions
@@ -162,12 +163,7 @@ def reference_offsets(tokenizer, ids, text):
             else:
                 out.append((prev, prev))
         return out
-    out, prev = [], 0
-    for i in range(len(ids)):
-        end = min(max(len(tokenizer.decode(ids[: i + 1], skip_special_tokens=True)), prev), len(text))
-        out.append((prev, end))
-        prev = end
-    return out
+    return prefix_offsets(tokenizer, ids, text)
 
 
 # -- strategies -------------------------------------------------------------------------------
